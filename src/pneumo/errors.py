@@ -1,0 +1,68 @@
+"""Typed errors raised by pneumo's library code.
+
+Only the CLI and the API turn these into exit codes and HTTP statuses; every message should tell the user
+what is wrong and, where possible, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class PneumoError(Exception):
+    """Base class of every error pneumo raises on purpose."""
+
+    #: short machine-readable code, used by the API's JSON error bodies
+    code: str = "pneumo_error"
+
+
+class InvalidImageError(PneumoError):
+    """The input is not a readable image: empty, not an image format, truncated or corrupt."""
+
+    code = "invalid_image"
+
+
+class UnsupportedImageError(PneumoError):
+    """A readable file whose content pneumo does not support (e.g. an unknown photometric interpretation)."""
+
+    code = "unsupported_image"
+
+
+class UnsupportedTransferSyntaxError(UnsupportedImageError):
+    """A DICOM transfer syntax no installed decoder can read."""
+
+    code = "unsupported_transfer_syntax"
+
+
+class MissingPixelDataError(InvalidImageError):
+    """A DICOM file without pixel data (e.g. a structured report or a header-only file)."""
+
+    code = "missing_pixel_data"
+
+
+class ImageTooLargeError(PneumoError):
+    """Image dimensions (or upload size) beyond the configured limit: a guard against decompression bombs."""
+
+    code = "image_too_large"
+
+
+class NotChestRadiographError(PneumoError):
+    """The image is not a chest radiograph (e.g. CT or MR modality, or a non-chest body part)."""
+
+    code = "not_chest_radiograph"
+
+
+class DataLayoutError(PneumoError):
+    """A dataset folder or label file does not follow the expected (Kaggle RSNA or NIH) layout."""
+
+    code = "data_layout"
+
+
+class CheckpointError(PneumoError):
+    """A checkpoint is missing, corrupt, of another model family, or fails its integrity check."""
+
+    code = "checkpoint"
+
+
+class ConfigError(PneumoError):
+    """A configuration value is unknown or of the wrong type."""
+
+    code = "config"

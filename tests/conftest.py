@@ -1,0 +1,38 @@
+"""Shared fixtures: where the real data lives (../shared/data beside the repo, or $PNEUMO_SHARED_DATA)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PNEUMO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set PNEUMO_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def rsna_mini() -> Path:
+    """Kaggle-layout folder with 210 real RSNA patients."""
+    return _require(SHARED_DATA / "rsna-mini")
+
+
+@pytest.fixture(scope="session")
+def nih_weak() -> Path:
+    return _require(SHARED_DATA / "nih-weak")
+
+
+@pytest.fixture(scope="session")
+def dicom_samples() -> Path:
+    return _require(SHARED_DATA / "dicom-samples")

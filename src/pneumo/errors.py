@@ -66,3 +66,28 @@ class ConfigError(PneumoError):
     """A configuration value is unknown or of the wrong type."""
 
     code = "config"
+
+
+class InvalidBoxesError(PneumoError, ValueError):
+    """A box array has the wrong shape, non-finite values or negative width/height (x2 < x1 or y2 < y1)."""
+
+    code = "invalid_boxes"
+
+
+class MetricInputError(PneumoError, ValueError):
+    """Inputs to a metric are malformed: lengths differ, scores are not finite, labels are not 0/1."""
+
+    code = "metric_input"
+
+
+class DuplicateNameError(PneumoError, ValueError):
+    """A registry (model families, ...) already holds this name: pick another or unregister the old one."""
+
+    code = "duplicate_name"
+
+
+class UnknownModelError(ConfigError):
+    """A model name that is neither a shipped model (``unet``, ``maskrcnn``, ``chexnet``, ``ensemble``) nor a
+    checkpoint path; the message lists the available models."""
+
+    code = "unknown_model"

@@ -1,0 +1,221 @@
+"""``maskrcnn``: torchvision Mask R-CNN (ResNet-FPN, random init, 1-channel stem) for opacity boxes.
+
+* Backbone ``resnet_fpn_backbone`` of configurable depth (resnet18 default for CPU; 34/50 allowed), built with
+  ``weights=None``, every layer trainable, BatchNorm (not frozen: there are no pretrained statistics to freeze).
+* ``GeneralizedRCNNTransform`` with single-channel mean/std and **no internal resize**: images are used at the
+  size they arrive (the Preprocessor already letterboxed them), so boxes stay in input pixels.
+* Anchors fitted to RSNA boxes: at 1024 px the boxes are 40-800 px (sqrt-area 5-95 %: ~135-430, median ~260) with
+  height/width mostly 0.7-2.5, so sizes (64, 112, 192, 320, 512) x S/1024 on FPN levels P2-P6 and aspect
+  ratios h/w (0.7, 1.1, 1.6, 2.5).
+* Masks for training are the filled target boxes (built in ``compute_loss``).
+* Image-level probability = the **highest box score** (``image_score="max"``, default). The alternative
+  ``"noisy_or"`` = 1 - prod(1 - s_i) treats overlapping boxes of one opacity as independent evidence and so
+  inflates the probability of images with several duplicates; the max is monotone in the best detection and
+  is calibrated afterwards by the checkpoint's thresholds anyway.
+* ``heatmap`` = per-pixel max over detections of score x mask probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from pneumo.errors import ConfigError
+from pneumo.models.base import PneumoModel, RawOutput, Target
+from pneumo.models.common import (
+    box_masks,
+    box_supervised,
+    check_input,
+    check_targets,
+    eval_mode,
+    finish_boxes,
+)
+from pneumo.models.registry import register_family
+
+#: anchor sizes (sqrt of area, px) at 1024 px input, one per FPN level P2..P6; scaled by S / 1024
+RSNA_ANCHOR_SIZES_1024 = (64, 112, 192, 320, 512)
+#: anchor aspect ratios as height / width (torchvision's convention)
+RSNA_ASPECT_RATIOS = (0.7, 1.1, 1.6, 2.5)
+
+
+@dataclass
+class MaskRCNNConfig:
+    """Settings of the ``maskrcnn`` family (pixels are model-input pixels)."""
+
+    backbone: str = "resnet18"  # "resnet18" | "resnet34" | "resnet50"
+    image_size: int = 512  # S the anchors are scaled for (S / 1024 x RSNA sizes)
+    input_mean: float = 0.5
+    input_std: float = 0.25
+    anchor_sizes_1024: tuple[int, ...] = RSNA_ANCHOR_SIZES_1024
+    aspect_ratios: tuple[float, ...] = RSNA_ASPECT_RATIOS
+    rpn_pre_nms_top_n_train: int = 1000
+    rpn_post_nms_top_n_train: int = 500
+    rpn_pre_nms_top_n_test: int = 500
+    rpn_post_nms_top_n_test: int = 300
+    rpn_batch_size_per_image: int = 128
+    box_batch_size_per_image: int = 128
+    box_score_thresh: float = 0.01  # keep low: the checkpoint's box_confidence threshold decides later
+    box_nms_thresh: float = 0.4
+    detections_per_image: int = 10
+    box_head_dim: int = 512  # TwoMLPHead width (torchvision: 1024)
+    mask_head_channels: tuple[int, ...] = (128, 128)  # mask head convs (torchvision: 4 x 256; masks are filled boxes)
+    image_score: str = "max"  # "max" | "noisy_or"
+
+
+class NoResizeTransform(GeneralizedRCNNTransform):
+    """Normalise and batch only: images arrive letterboxed at S x S, so a resize would be a no-op blur."""
+
+    def resize(self, image: torch.Tensor, target: dict[str, Any] | None = None) -> tuple[torch.Tensor, Any]:
+        return image, target
+
+
+@register_family("maskrcnn", MaskRCNNConfig)
+class MaskRCNNModel(PneumoModel):
+    """torchvision Mask R-CNN, 2 classes (background, opacity), on (B, 1, S, S) inputs in [0, 1]."""
+
+    def __init__(self, config: MaskRCNNConfig) -> None:
+        super().__init__()
+        if config.backbone not in ("resnet18", "resnet34", "resnet50"):
+            raise ConfigError(f"maskrcnn backbone must be resnet18, resnet34 or resnet50, got {config.backbone!r}")
+        if config.image_score not in ("max", "noisy_or"):
+            raise ConfigError(f"image_score must be 'max' or 'noisy_or', got {config.image_score!r}")
+        if len(config.anchor_sizes_1024) != 5 or not config.aspect_ratios:
+            raise ConfigError("anchor_sizes_1024 needs 5 sizes (FPN levels P2-P6) and aspect_ratios at least one")
+        self.config = config
+        backbone = resnet_fpn_backbone(
+            backbone_name=config.backbone, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5
+        )
+        body = backbone.body
+        old = body.conv1
+        body.conv1 = nn.Conv2d(1, old.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(body.conv1.weight, mode="fan_out", nonlinearity="relu")
+        scale = config.image_size / 1024.0
+        sizes = tuple((max(4, int(round(s * scale))),) for s in config.anchor_sizes_1024)
+        ratios = (tuple(float(r) for r in config.aspect_ratios),) * len(sizes)
+        if not config.mask_head_channels:
+            raise ConfigError("mask_head_channels needs at least one entry")
+        channels = backbone.out_channels
+        box_head = TwoMLPHead(channels * 7 * 7, config.box_head_dim)
+        mask_head = MaskRCNNHeads(channels, list(config.mask_head_channels), dilation=1)
+        last = config.mask_head_channels[-1]
+        self.detector = MaskRCNN(
+            backbone,
+            num_classes=None,  # given by the box and mask predictors (background + opacity)
+            min_size=config.image_size,
+            max_size=config.image_size,
+            image_mean=[config.input_mean],
+            image_std=[config.input_std],
+            rpn_anchor_generator=AnchorGenerator(sizes=sizes, aspect_ratios=ratios),
+            box_head=box_head,
+            box_predictor=FastRCNNPredictor(config.box_head_dim, 2),
+            mask_head=mask_head,
+            mask_predictor=MaskRCNNPredictor(last, last, 2),
+            rpn_pre_nms_top_n_train=config.rpn_pre_nms_top_n_train,
+            rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
+            rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n_test,
+            rpn_post_nms_top_n_test=config.rpn_post_nms_top_n_test,
+            rpn_batch_size_per_image=config.rpn_batch_size_per_image,
+            box_batch_size_per_image=config.box_batch_size_per_image,
+            box_score_thresh=config.box_score_thresh,
+            box_nms_thresh=config.box_nms_thresh,
+            box_detections_per_img=config.detections_per_image,
+        )
+        # start the mask logits near 0 (p = 0.5): with random, unnormalised FPN features torchvision's kaiming
+        # init gives mask losses of ~10 that swamp the other terms for the first steps
+        mask_logits = self.detector.roi_heads.mask_predictor.mask_fcn_logits
+        nn.init.normal_(mask_logits.weight, std=0.001)
+        nn.init.zeros_(mask_logits.bias)
+        self.detector.transform = NoResizeTransform(
+            min_size=config.image_size, max_size=config.image_size, image_mean=[config.input_mean], image_std=[config.input_std]
+        )
+
+    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
+        """torchvision semantics: train mode + targets -> loss dict; eval mode -> list of detection dicts."""
+        images = check_input(images)
+        return self.detector(list(images), targets)
+
+    def compute_loss(self, images: torch.Tensor, targets: list[Target]) -> dict[str, torch.Tensor]:
+        """Sum of torchvision's RPN and ROI losses (needs train mode).
+
+        Positives without boxes (weak labels) cannot supervise a detector and are left out of the batch.
+        """
+        if not self.training:
+            raise RuntimeError("maskrcnn.compute_loss needs train mode (torchvision computes losses only then): call model.train()")
+        check_targets(targets, images.shape[0])
+        images = check_input(images)
+        keep = [i for i, ok in enumerate(box_supervised(targets)) if ok]
+        if not keep:
+            zero = sum(p.sum() for p in self.parameters()) * 0.0
+            return {"loss": zero}
+        height, width = images.shape[-2:]
+        det_targets = []
+        for i in keep:
+            boxes = targets[i].boxes.to(images.device).float().reshape(-1, 4)
+            boxes = boxes.clone()
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clamp(0, width)
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clamp(0, height)
+            valid = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+            boxes = boxes[valid]
+            det_targets.append(
+                {
+                    "boxes": boxes,
+                    "labels": torch.ones(boxes.shape[0], dtype=torch.int64, device=images.device),
+                    "masks": box_masks(boxes, height, width),
+                }
+            )
+        losses = self.detector(list(images[keep]), det_targets)
+        out = {name: value for name, value in losses.items()}
+        out["loss"] = sum(losses.values())
+        return {k: (v if k == "loss" else v.detach()) for k, v in out.items()}
+
+    @torch.no_grad()
+    def infer(self, images: torch.Tensor) -> list[RawOutput]:
+        images = check_input(images)
+        with eval_mode(self):
+            detections = self.detector(list(images))
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        return [
+            output_from_detections(
+                det["boxes"].float().cpu().numpy(), det["scores"].float().cpu().numpy(),
+                det["masks"][:, 0].float().cpu().numpy(), size, self.config,
+            )
+            for det in detections
+        ]
+
+
+def image_probability(scores: np.ndarray, image_score: str = "max") -> float:
+    """Image-level probability from the (N,) box scores: their max, or noisy-or 1 - prod(1 - s); 0 without boxes."""
+    scores = np.clip(np.asarray(scores, dtype=np.float64).reshape(-1), 0.0, 1.0)
+    if scores.size == 0:
+        return 0.0
+    if image_score == "max":
+        return float(scores.max())
+    return float(1.0 - np.prod(1.0 - scores))
+
+
+def output_from_detections(
+    boxes: np.ndarray, scores: np.ndarray, masks: np.ndarray, size: tuple[int, int], config: MaskRCNNConfig
+) -> RawOutput:
+    """Post-processing shared by the torch model and the ONNX backend, for one image: (N, 4) xyxy boxes in
+    input pixels, (N,) scores, (N, S, S) mask probabilities -> RawOutput (heatmap = per-pixel max of score x
+    mask, (S, S); ``size`` = (S, S) gives its shape when there is no detection)."""
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    boxes5 = np.concatenate([np.asarray(boxes, dtype=np.float32).reshape(-1, 4), scores[:, None]], axis=1)
+    heatmap = np.zeros(size, dtype=np.float32)
+    if scores.size:
+        heatmap = np.clip((np.asarray(masks, dtype=np.float32) * scores[:, None, None]).max(axis=0), 0.0, 1.0)
+    return RawOutput(
+        probability=image_probability(scores, config.image_score),
+        boxes=finish_boxes(boxes5, config.detections_per_image),
+        heatmap=heatmap.astype(np.float32, copy=False),
+    )

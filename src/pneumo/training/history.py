@@ -1,0 +1,109 @@
+"""Per-epoch training history: ``history.csv`` and ``loss_curve.png`` in the run directory, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from pneumo.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One row of history.csv. Losses are means over the epoch's batches; lr is the last step's rate;
+    val_map is RSNA mAP in [0, 1] (boxes in original pixels), val_auc the ROC AUC of the image probability
+    (NaN when the validation fold holds a single class); seconds is the wall time of the epoch."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    val_loss: float
+    val_map: float
+    val_auc: float
+    seconds: float
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EpochRecord))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace`` (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_history_csv(path: Path, records: list[EpochRecord]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: _fmt(v) for k, v in asdict(record).items()})
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def read_history_csv(path: Path) -> list[EpochRecord]:
+    """Read a history.csv written by ``write_history_csv`` (used by ``--resume``)."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return [
+            EpochRecord(
+                epoch=int(row["epoch"]),
+                **{name: float(row[name]) for name in COLUMNS if name != "epoch"},
+            )
+            for row in rows
+        ]
+    except (OSError, KeyError, ValueError) as error:
+        raise CheckpointError(f"cannot read training history {path}: {error}") from error
+
+
+def plot_loss_curve(path: Path, records: list[EpochRecord]) -> None:
+    """Two panels: train vs validation loss by epoch; validation mAP and AUC by epoch. Written atomically."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state touched
+
+    epochs = [r.epoch for r in records]
+    figure = Figure(figsize=(10, 4), dpi=100)
+    loss_ax, metric_ax = figure.subplots(1, 2)
+    loss_ax.plot(epochs, [r.train_loss for r in records], "o-", label="train loss")
+    loss_ax.plot(epochs, [r.val_loss for r in records], "s-", label="validation loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_title("Loss")
+    loss_ax.legend()
+    loss_ax.grid(alpha=0.3)
+    metric_ax.plot(epochs, [r.val_map for r in records], "o-", label="validation mAP (RSNA)")
+    metric_ax.plot(epochs, [r.val_auc for r in records], "s-", label="validation AUC")
+    metric_ax.set_ylim(0.0, 1.0)
+    metric_ax.set_xlabel("epoch")
+    metric_ax.set_title("Validation metrics")
+    metric_ax.legend()
+    metric_ax.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_history(run_dir: Path, records: list[EpochRecord]) -> None:
+    """Write RUN_DIR/history.csv and RUN_DIR/loss_curve.png."""
+    write_history_csv(Path(run_dir) / "history.csv", records)
+    plot_loss_curve(Path(run_dir) / "loss_curve.png", records)
+
+
+def _fmt(value: object) -> object:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return value

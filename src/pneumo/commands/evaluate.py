@@ -30,9 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score predictions with the RSNA mAP (IoU 0.40-0.75) and image-level metrics. "
         "Prints one JSON object. Decision support evaluation, not a diagnosis.",
     )
-    parser.add_argument("--predictions", required=True, metavar="FILE",
+    parser.add_argument("--predictions", default=None, metavar="FILE",  # required unless --model (below)
                         help="Kaggle submission .csv or pneumo .jsonl (boxes in original pixels)")
-    parser.add_argument("--labels", required=True, metavar="LABELS.csv",
+    parser.add_argument("--labels", default=None, metavar="LABELS.csv",  # required unless --model
                         help="Kaggle labels CSV: patientId,x,y,width,height,Target")
     parser.add_argument("--threshold", type=float, default=None,
                         help="probability threshold for sensitivity/specificity/PPV/NPV "
@@ -42,6 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder of <patientId>.dcm images, to draw the worst misses in the report")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples for 95%% intervals (0 disables; seeded)")
+    # --- model mode (owned by the inference code): pneumo evaluate --model MODEL --data DIR [--fold K]
+    from pneumo.inference.evaluate_model import add_model_arguments
+
+    add_model_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -66,6 +70,13 @@ def _image_loader(folder: str):
 
 def run(args: argparse.Namespace) -> int:
     from pneumo.errors import ConfigError
+
+    if getattr(args, "model", None) is not None:  # model mode: predict first, then the same scoring
+        from pneumo.inference.evaluate_model import run_model
+
+        return run_model(args)
+    if args.predictions is None or args.labels is None:
+        raise ConfigError("give --predictions FILE and --labels LABELS.csv, or --model MODEL and --data DIR")
     from pneumo.data.rsna import read_rsna_labels
     from pneumo.evaluation.scoring import evaluate_predictions
     from pneumo.outputs import read_predictions

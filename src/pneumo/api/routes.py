@@ -1,0 +1,193 @@
+"""The HTTP endpoints. Every model call goes through ``pneumo.service.InferenceService`` (via ``ApiState``)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from pneumo import __version__
+from pneumo.api import render
+from pneumo.api.errors import ApiError, not_found
+from pneumo.api.schemas import ErrorOut, HealthOut, ModelsOut, PredictionOut, ReadyOut
+from pneumo.api.state import ApiState, analyse, model_summary
+from pneumo.api.store import StoredResult
+from pneumo.api.uploads import FIELD, read_upload
+
+NO_STORE = {"Cache-Control": "no-store"}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in {
+        400: "unreadable or corrupt image, malformed request",
+        401: "missing or wrong API key (when the server has one)",
+        404: "unknown model or result id",
+        413: "upload or image dimensions above the limit",
+        415: "unsupported file type (send DICOM, PNG or JPEG)",
+        422: "not a chest radiograph (e.g. CT or MR)",
+        503: "busy, or the model cannot be loaded",
+    }.items()
+}
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {FIELD: {"type": "string", "format": "binary", "description": "DICOM, PNG or JPEG"}},
+                }
+            },
+            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def get_state(request: Request) -> ApiState:
+    return request.app.state.pneumo
+
+
+def require_api_key(request: Request) -> None:
+    """When the server has an API key, accept ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``."""
+    expected = get_state(request).settings.api_key
+    if expected is None:
+        return
+    given = request.headers.get("x-api-key")
+    if given is None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else None
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
+
+
+health = APIRouter(tags=["health"])
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
+
+
+@health.get("/healthz", response_model=HealthOut)
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok", "version": __version__}
+
+
+@health.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: at least one model is available and the default model loads."""
+    state = get_state(request)
+    try:
+        names = await run_in_threadpool(state.model_names)
+        if not names:
+            return JSONResponse({"status": "unavailable", "models": [], "detail": "no models found"}, 503)
+        default = await run_in_threadpool(state.resolve_model, None)
+        await run_in_threadpool(state.service.load, default)
+    except Exception as error:  # noqa: BLE001 - readiness reports any failure as "not ready"
+        detail = error.message if isinstance(error, ApiError) else f"{type(error).__name__}: {error}"
+        return JSONResponse({"status": "unavailable", "models": [], "detail": detail}, 503)
+    return JSONResponse({"status": "ready", "models": names, "detail": None})
+
+
+@v1.get("/models", response_model=ModelsOut)
+async def list_models(request: Request) -> dict[str, Any]:
+    """Served models: name, family, version, metrics and thresholds from their checkpoints / model cards."""
+    state = get_state(request)
+    infos = await run_in_threadpool(state.model_infos)
+    try:
+        default = await run_in_threadpool(state.resolve_model, None)
+    except ApiError:
+        default = state.settings.default_model
+    return {"default": default, "models": [model_summary(info, default) for info in infos]}
+
+
+@v1.post("/predictions", response_model=PredictionOut, openapi_extra=UPLOAD_BODY)
+async def create_prediction(
+    request: Request,
+    model: str | None = Query(None, description="model name from /v1/models (default: ensemble when served)"),
+    heatmap: bool = Query(False, description="embed the heatmap PNG as a data: URL"),
+    overlay: bool = Query(False, description="embed the overlay PNG as a data: URL"),
+) -> JSONResponse:
+    """Analyse one chest radiograph (multipart field ``file``, or the raw file as the body).
+
+    Decision support, not a diagnosis."""
+    state = get_state(request)
+    name = await run_in_threadpool(state.resolve_model, model)  # before the body: an unknown model costs no upload
+    upload = await read_upload(request, state.settings.max_upload_bytes)
+    result = await state.pool.run(analyse, state, upload, name, request.state.request_id)
+    body = dict(result.payload)
+    if heatmap and result.prediction.heatmap is not None:
+        body["heatmap_png"] = render.data_url(await _render(state, result, "heatmap"))
+    if overlay:
+        body["overlay_png"] = render.data_url(await _render(state, result, "overlay"))
+    return JSONResponse(body, headers={**NO_STORE, "Location": result.payload["links"]["self"]})
+
+
+def _result(state: ApiState, result_id: str) -> StoredResult:
+    result = state.store.get(result_id)
+    if result is None:
+        raise not_found(f"no result with id {result_id!r} (results are kept in memory for a limited number of images)")
+    return result
+
+
+async def _render(state: ApiState, result: StoredResult, kind: str) -> bytes:
+    cached = result.renders.get(kind)
+    if cached is not None:
+        return cached
+    makers = {
+        "image": render.image_png,
+        "heatmap": render.heatmap_png,
+        "overlay": render.overlay_png,
+        "overlay+heatmap": lambda r: render.overlay_png(r, with_heatmap=True),
+    }
+    png = await run_in_threadpool(makers[kind], result)
+    if png is None:
+        raise not_found("this model gives no heatmap")
+    state.store.add_render(result, kind, png)
+    return png
+
+
+@v1.get("/predictions/{result_id}", response_model=PredictionOut)
+async def get_prediction(request: Request, result_id: str) -> JSONResponse:
+    """A result from the in-memory store."""
+    return JSONResponse(_result(get_state(request), result_id).payload, headers=NO_STORE)
+
+
+def _png(png: bytes) -> Response:
+    return Response(png, media_type="image/png", headers=NO_STORE)
+
+
+@v1.get("/predictions/{result_id}/image.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+async def get_image(request: Request, result_id: str) -> Response:
+    """The decoded radiograph as an 8-bit grayscale PNG (MONOCHROME2, original size), for the viewer."""
+    state = get_state(request)
+    return _png(await _render(state, _result(state, result_id), "image"))
+
+
+@v1.get("/predictions/{result_id}/heatmap.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+async def get_heatmap(request: Request, result_id: str) -> Response:
+    """The heatmap as a colour PNG with transparency (any resolution: scale it to the image)."""
+    state = get_state(request)
+    return _png(await _render(state, _result(state, result_id), "heatmap"))
+
+
+@v1.get("/predictions/{result_id}/overlay.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+async def get_overlay(
+    request: Request, result_id: str, heatmap: bool = Query(False, description="blend the heatmap in")
+) -> Response:
+    """The radiograph with predicted boxes (orange), ground truth (green) and the decision-support caption."""
+    state = get_state(request)
+    result = _result(state, result_id)
+    return _png(await _render(state, result, "overlay+heatmap" if heatmap and result.prediction.heatmap is not None else "overlay"))
+
+
+@v1.get("/predictions/{result_id}/submission.csv", response_class=PlainTextResponse)
+async def get_submission(request: Request, result_id: str) -> PlainTextResponse:
+    """The Kaggle RSNA submission row (with its header) for this image."""
+    result = _result(get_state(request), result_id)
+    return PlainTextResponse(
+        render.submission_csv(result),
+        media_type="text/csv",
+        headers={**NO_STORE, "Content-Disposition": f'attachment; filename="pneumo-{result.id[:8]}.csv"'},
+    )

@@ -1,0 +1,68 @@
+"""Settings of the REST API, resolved once when the app is created (never at import)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pneumo.errors import ConfigError
+
+API_KEY_ENV = "PNEUMO_API_KEY"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """What ``create_app`` needs.
+
+    model_dir: checkpoints folder for ``InferenceService`` (None: its default, $PNEUMO_MODEL_DIR or models/).
+    labels: RSNA ``stage_2_train_labels.csv``; when given, responses carry ground-truth boxes for known patients.
+    max_upload_mb: largest accepted request body, in MiB (checked on Content-Length and while reading).
+    api_key: when set, every ``/v1`` request must send it (``X-API-Key`` or ``Authorization: Bearer``).
+    workers: inferences run at the same time (threads off the event loop); more requests wait.
+    max_queue: requests allowed to wait for a worker before the API answers 503 (back-pressure).
+    cache_size / cache_mb: bounds of the in-memory result store (entries and approximate MiB).
+    default_model: model used when a request names none.
+    backend: ``"torch"`` or ``"onnx"``, passed to the service.
+    """
+
+    model_dir: Path | None = None
+    labels: Path | None = None
+    max_upload_mb: float = 64.0
+    api_key: str | None = None
+    workers: int = 2
+    max_queue: int = 16
+    cache_size: int = 256
+    cache_mb: float = 512.0
+    default_model: str = "ensemble"
+    backend: str = "torch"
+
+    def __post_init__(self) -> None:
+        for name in ("model_dir", "labels"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        if self.max_upload_mb <= 0:
+            raise ConfigError(f"max_upload_mb must be positive, got {self.max_upload_mb}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.max_queue < 0:
+            raise ConfigError(f"max_queue must be 0 or more, got {self.max_queue}")
+        if self.cache_size < 1 or self.cache_mb <= 0:
+            raise ConfigError("cache_size and cache_mb must be positive")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api_key must not be empty; leave it unset to disable authentication")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **values: object) -> "ApiSettings":
+        """Settings from keyword values; ``api_key`` falls back to ``$PNEUMO_API_KEY`` when not given."""
+        environ = os.environ if environ is None else environ
+        settings = cls(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+        if settings.api_key is None and environ.get(API_KEY_ENV):
+            settings = replace(settings, api_key=environ[API_KEY_ENV])
+        return settings

@@ -91,3 +91,10 @@ class UnknownModelError(ConfigError):
     checkpoint path; the message lists the available models."""
 
     code = "unknown_model"
+
+
+class TrainingError(PneumoError):
+    """Training cannot go on: the loss became NaN/infinite (lower the learning rate, check the data) or the
+    distributed processes disagree."""
+
+    code = "training"

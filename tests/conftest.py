@@ -11,6 +11,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PNEUMO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _at_most_two_torch_threads():
+    """Tests share a 2-core machine: never let one test oversubscribe it (restored afterwards)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(min(previous, 2))
+    yield
+    torch.set_num_threads(previous)
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (set PNEUMO_SHARED_DATA)")

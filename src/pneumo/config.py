@@ -82,18 +82,22 @@ def apply_values(config: T, values: dict[str, Any]) -> T:
     return dataclasses.replace(config, **changes)
 
 
+def apply_file(config: T, file: str | Path | None) -> T:
+    """Return ``config`` with the values of YAML ``file`` (a mapping, nested for nested dataclasses) applied."""
+    if file is None:
+        return config
+    try:
+        loaded = yaml.safe_load(Path(file).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read config file {file}: {error}") from error
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {file} must hold a mapping of key: value")
+    return apply_values(config, loaded)
+
+
 def resolve_config(cls: type[T], file: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of ``cls`` <- values in YAML ``file`` <- ``--set`` ``overrides``."""
-    config = cls()
-    if file is not None:
-        try:
-            loaded = yaml.safe_load(Path(file).read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"cannot read config file {file}: {error}") from error
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {file} must hold a mapping of key: value")
-        config = apply_values(config, loaded)
-    return apply_values(config, parse_overrides(overrides))
+    return apply_values(apply_file(cls(), file), parse_overrides(overrides))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -24,13 +24,6 @@ SIZE = 128
 SMALL_CONFIGS: dict[str, dict] = {"maskrcnn": {"image_size": SIZE}}
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(min(previous, 2))
-    yield
-    torch.set_num_threads(previous)
-
 
 def _model(name: str, seed: int = 0):
     torch.manual_seed(seed)

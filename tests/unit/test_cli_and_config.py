@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pneumo.cli import COMMAND_MODULES, build_parser, main
+from pneumo.cli import COMMAND_MODULES, main
 from pneumo.config import apply_values, parse_overrides, resolve_config
 from pneumo.errors import ConfigError
 

@@ -28,13 +28,6 @@ def small_model(name: str, seed: int = 0) -> PneumoModel:
     return create_model(name, SMALL_CONFIGS.get(name))
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(min(previous, 2))
-    yield
-    torch.set_num_threads(previous)
-
 
 def batch(seed: int = 0) -> tuple[torch.Tensor, list[Target]]:
     """Two 128 px images: a positive with two boxes (a bright blob under one) and a negative."""

@@ -15,13 +15,6 @@ from pneumo.models.unet import fit_lung_prior, opacity_outside_prior_fraction
 SIZE = 128
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(min(previous, 2))
-    yield
-    torch.set_num_threads(previous)
-
 
 # ---- box masks ----------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from pneumo.config import apply_values, parse_overrides
+from pneumo.config import apply_file, apply_values, parse_overrides
 from pneumo.data.augment import AugmentConfig
 from pneumo.errors import ConfigError
 
@@ -125,15 +125,7 @@ def resolve_train_config(
 ) -> TrainConfig:
     """Defaults <- YAML ``file`` <- ``overrides`` (``key=value``, dotted for nested) <- ``flags`` (None values
     ignored). The family's ``image_size`` (if it has one) follows ``TrainConfig.image_size``."""
-    config = default_config(family)
-    if file is not None:
-        try:
-            loaded = yaml.safe_load(Path(file).read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"cannot read config file {file}: {error}") from error
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {file} must hold a mapping of key: value")
-        config = apply_values(config, loaded)
+    config = apply_file(default_config(family), file)
     config = apply_values(config, parse_overrides(overrides))
     config = apply_values(config, {k: v for k, v in (flags or {}).items() if v is not None})
     return sync_family(config).validate()

@@ -17,6 +17,15 @@ from pneumo.errors import PneumoError
 #: command modules under pneumo.commands, in the order `pneumo --help` lists them
 COMMAND_MODULES: tuple[str, ...] = (
     "info",
+    "data",
+    "train",
+    "predict",
+    "evaluate",
+    "tune",
+    "export",
+    "serve",
+    "console",
+    "demo",
 )
 
 

@@ -24,7 +24,7 @@ class ApiSettings:
     max_queue: requests allowed to wait for a worker before the API answers 503 (back-pressure).
     cache_size / cache_mb: bounds of the in-memory result store (entries and approximate MiB).
     default_model: model used when a request names none.
-    backend: ``"torch"`` or ``"onnx"``, passed to the service.
+    backend: ``"auto"``, ``"torch"`` or ``"onnx"``, passed to the service (None: its default, $PNEUMO_BACKEND or auto).
     """
 
     model_dir: Path | None = None
@@ -36,7 +36,7 @@ class ApiSettings:
     cache_size: int = 256
     cache_mb: float = 512.0
     default_model: str = "ensemble"
-    backend: str = "torch"
+    backend: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("model_dir", "labels"):

@@ -18,7 +18,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None, help="require this key on /v1 requests (default: $PNEUMO_API_KEY)")
     parser.add_argument("--workers", type=int, default=2,
                         help="inferences run at the same time, in worker threads (default: 2)")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
+                        help="inference backend (default: $PNEUMO_BACKEND, else auto: ONNX where an up-to-date export is faster)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 

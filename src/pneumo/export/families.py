@@ -1,0 +1,132 @@
+"""Per family: which graph is exported and how its ONNX outputs become ``RawOutput``s.
+
+The graphs are thin wrappers around the torch model's own methods, so nothing about the network is copied;
+the ONNX outputs go through the *same* post-processing function as the torch ``infer``
+(``chexnet.outputs_from_cams``, ``unet.outputs_from_maps``, ``maskrcnn.output_from_detections``).
+
+* ``chexnet``: ``probability`` (B,) and ``heatmap`` (B, S, S). The heatmap is Grad-CAM computed without
+  autograd: the logit is ``w . mean_hw(A) + b``, so d logit / d A_c = w_c / (h w) at every position and the
+  Grad-CAM channel weights (the spatial mean of that gradient) are exactly ``w_c / (h w)``. The same
+  ``chexnet.cam_heatmaps`` then upsamples and normalises the map.
+* ``unet``: ``probability`` (B,) and ``prob_map`` (B, S, S) from ``UNetModel.probability_maps`` (prior filter
+  included); boxes come from connected components in numpy.
+* ``maskrcnn``: the whole torchvision detector (RPN, ROI heads, NMS, mask pasting) for ONE image: ``boxes``
+  (N, 4) xyxy input px, ``scores`` (N,), ``masks`` (N, S, S); batches run image by image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumo.errors import ConfigError
+from pneumo.models.base import PneumoModel, RawOutput
+
+
+class CheXNetGraph(nn.Module):
+    """(B, 1, S, S) in [0, 1] -> (probability (B,), Grad-CAM heatmap (B, S, S) in [0, 1])."""
+
+    def __init__(self, model: PneumoModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from pneumo.models.chexnet import cam_heatmaps
+
+        acts = self.model.activations(images)
+        logits = self.model._logits(acts)
+        linear = self.model.classifier[-1]
+        weights = (linear.weight[0] / (acts.shape[2] * acts.shape[3]))[None, :, None, None]
+        return torch.sigmoid(logits), cam_heatmaps(acts, weights, (images.shape[-2], images.shape[-1]))
+
+
+class UNetGraph(nn.Module):
+    """(B, 1, S, S) in [0, 1] -> (image probability (B,), opacity probability map (B, S, S))."""
+
+    def __init__(self, model: PneumoModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        prob_maps, image_probs = self.model.probability_maps(images)
+        return image_probs, prob_maps
+
+
+class MaskRCNNGraph(nn.Module):
+    """(1, 1, S, S) in [0, 1] -> (boxes (N, 4) xyxy input px, scores (N,), mask probabilities (N, S, S))."""
+
+    def __init__(self, model: PneumoModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        detection = self.model.detector([image[0]])[0]
+        return detection["boxes"], detection["scores"], detection["masks"][:, 0]
+
+
+def _chexnet_outputs(run: Callable[[np.ndarray], list[np.ndarray]], images: np.ndarray, config: Any) -> list[RawOutput]:
+    from pneumo.models.chexnet import outputs_from_cams
+
+    probs, heatmaps = run(images)
+    return outputs_from_cams(probs.astype(np.float64).tolist(), heatmaps, config)
+
+
+def _unet_outputs(run: Callable[[np.ndarray], list[np.ndarray]], images: np.ndarray, config: Any) -> list[RawOutput]:
+    from pneumo.models.unet import outputs_from_maps
+
+    probs, prob_maps = run(images)
+    return outputs_from_maps(prob_maps, probs.astype(np.float64).tolist(), config)
+
+
+def _maskrcnn_outputs(run: Callable[[np.ndarray], list[np.ndarray]], images: np.ndarray, config: Any) -> list[RawOutput]:
+    from pneumo.models.maskrcnn import output_from_detections
+
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    outputs = []
+    for i in range(images.shape[0]):
+        boxes, scores, masks = run(images[i : i + 1])
+        outputs.append(output_from_detections(boxes, scores, masks, size, config))
+    return outputs
+
+
+@dataclass(frozen=True)
+class FamilyAdapter:
+    """How one family is exported and decoded.
+
+    graph: torch model -> the module to export; outputs: its output names; dynamic_batch: whether the batch axis
+    is dynamic (else the graph takes one image); decode: (session runner, (B, 1, S, S) float32 images, family
+    config) -> one RawOutput per image.
+    """
+
+    graph: Callable[[PneumoModel], nn.Module]
+    outputs: tuple[str, ...]
+    dynamic_batch: bool
+    decode: Callable[[Callable[[np.ndarray], list[np.ndarray]], np.ndarray, Any], list[RawOutput]]
+    heatmap: str = "onnx"
+
+
+ADAPTERS: dict[str, FamilyAdapter] = {
+    "chexnet": FamilyAdapter(CheXNetGraph, ("probability", "heatmap"), True, _chexnet_outputs),
+    "unet": FamilyAdapter(UNetGraph, ("probability", "prob_map"), True, _unet_outputs),
+    "maskrcnn": FamilyAdapter(MaskRCNNGraph, ("boxes", "scores", "masks"), False, _maskrcnn_outputs),
+}
+INPUT_NAME = "images"
+
+
+def adapter(family: str) -> FamilyAdapter:
+    """The adapter of ``family`` (``ConfigError`` for a family with no ONNX export)."""
+    try:
+        return ADAPTERS[family]
+    except KeyError:
+        raise ConfigError(
+            f"model family {family!r} has no ONNX export; exportable: {', '.join(sorted(ADAPTERS))}"
+        ) from None
+
+
+def exportable_families() -> Sequence[str]:
+    return sorted(ADAPTERS)

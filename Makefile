@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run test test-fast clean
+.PHONY: install browser run test test-fast models clean
 
 install: $(STAMP) browser
 
@@ -30,6 +30,12 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# Retrain and re-ship models/ from scratch (about 90 min on 2 CPU cores); progress: tail -f runs/models.log
+models: install
+	rm -rf runs/models && mkdir -p runs
+	$(PY) -u scripts/train_models.py cv report ship > runs/models.log 2>&1 || (tail -n 40 runs/models.log; exit 1)
+	tail -n 25 runs/models.log
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info

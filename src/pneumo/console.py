@@ -253,35 +253,15 @@ def format_summary(histories: Mapping[str, list[Any]]) -> str:
 
 def plot_histories(histories: Mapping[str, list[Any]], path: Path) -> Path:
     """One row per model: train and validation loss by epoch (left), validation mAP and AUC (right)."""
-    import io
-
     from matplotlib.figure import Figure
 
-    from pneumo.outputs import atomic_write
+    from pneumo.training.history import draw_curves, save_figure_png
 
     figure = Figure(figsize=(10, 3.2 * len(histories)), dpi=100)
     axes = figure.subplots(len(histories), 2, squeeze=False)
     for row, (name, records) in enumerate(histories.items()):
-        epochs = [r.epoch for r in records]
-        loss_ax, metric_ax = axes[row]
-        loss_ax.plot(epochs, [r.train_loss for r in records], "o-", label="train loss")
-        loss_ax.plot(epochs, [r.val_loss for r in records], "s-", label="validation loss")
-        loss_ax.set_title(f"{name}: loss")
-        loss_ax.set_xlabel("epoch")
-        loss_ax.legend()
-        loss_ax.grid(alpha=0.3)
-        metric_ax.plot(epochs, [r.val_map for r in records], "o-", label="validation mAP (RSNA)")
-        metric_ax.plot(epochs, [r.val_auc for r in records], "s-", label="validation AUC")
-        metric_ax.set_ylim(0.0, 1.0)
-        metric_ax.set_title(f"{name}: validation metrics")
-        metric_ax.set_xlabel("epoch")
-        metric_ax.legend()
-        metric_ax.grid(alpha=0.3)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    with atomic_write(path, "wb") as handle:
-        handle.write(buffer.getvalue())
+        draw_curves(axes[row][0], axes[row][1], records, name)
+    save_figure_png(Path(path), figure)
     return Path(path)
 
 

@@ -229,3 +229,26 @@ def jpeg_bytes(array: np.ndarray, quality: int = 95, **save_kwargs) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality, **save_kwargs)
     return buffer.getvalue()
+
+
+def damaged_variants(data: bytes, rng: "np.random.Generator", truncations: int, flips: int, max_bytes: int) -> list[bytes]:
+    """``truncations`` random prefixes of ``data`` plus ``flips`` copies with 1..max_bytes-1 random bytes changed."""
+    variants = [data[:cut] for cut in rng.integers(1, len(data), size=truncations)]
+    for _ in range(flips):
+        damaged = bytearray(data)
+        for position in rng.integers(0, len(data), size=int(rng.integers(1, max_bytes))):
+            damaged[position] = int(rng.integers(0, 256))
+        variants.append(bytes(damaged))
+    return variants
+
+
+def assert_typed_error_or_valid_image(data: bytes) -> None:
+    """Reading ``data`` either raises a PneumoError or gives float32 pixels in [0, 1]; nothing else."""
+    from pneumo.errors import PneumoError
+    from pneumo.io import read_xray
+
+    try:
+        xray = read_xray(data)
+    except PneumoError:
+        return
+    assert xray.pixels.dtype == np.float32 and 0 <= xray.pixels.min() and xray.pixels.max() <= 1

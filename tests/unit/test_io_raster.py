@@ -8,10 +8,10 @@ import zlib
 
 import numpy as np
 import pytest
-from io_factories import gradient_image, jpeg_bytes, png_bytes
+from io_factories import assert_typed_error_or_valid_image, damaged_variants, gradient_image, jpeg_bytes, png_bytes
 from PIL import Image
 
-from pneumo.errors import ImageTooLargeError, InvalidImageError, PneumoError
+from pneumo.errors import ImageTooLargeError, InvalidImageError
 from pneumo.io import read_xray, sniff_format
 
 BASE = gradient_image(40, 70)
@@ -149,15 +149,5 @@ def test_sniffing_uses_magic_bytes():
 def test_damaged_raster_files_raise_only_typed_errors():
     rng = np.random.default_rng(2)
     for data in (png_bytes(gradient_image(24, 24)), jpeg_bytes(gradient_image(24, 24))):
-        variants = [data[:cut] for cut in rng.integers(1, len(data), size=20)]
-        for _ in range(30):
-            damaged = bytearray(data)
-            for position in rng.integers(0, len(data), size=int(rng.integers(1, 6))):
-                damaged[position] = int(rng.integers(0, 256))
-            variants.append(bytes(damaged))
-        for variant in variants:
-            try:
-                xray = read_xray(variant)
-            except PneumoError:
-                continue
-            assert xray.pixels.dtype == np.float32 and 0 <= xray.pixels.min() and xray.pixels.max() <= 1
+        for variant in damaged_variants(data, rng, truncations=20, flips=30, max_bytes=6):
+            assert_typed_error_or_valid_image(variant)

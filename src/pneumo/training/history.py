@@ -70,31 +70,40 @@ def read_history_csv(path: Path) -> list[EpochRecord]:
         raise CheckpointError(f"cannot read training history {path}: {error}") from error
 
 
-def plot_loss_curve(path: Path, records: list[EpochRecord]) -> None:
-    """Two panels: train vs validation loss by epoch; validation mAP and AUC by epoch. Written atomically."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state touched
-
+def draw_curves(loss_ax, metric_ax, records: list[EpochRecord], name: str = "") -> None:
+    """Draw train vs validation loss on ``loss_ax`` and validation mAP/AUC on ``metric_ax`` (by epoch)."""
+    prefix = f"{name}: " if name else ""
     epochs = [r.epoch for r in records]
-    figure = Figure(figsize=(10, 4), dpi=100)
-    loss_ax, metric_ax = figure.subplots(1, 2)
     loss_ax.plot(epochs, [r.train_loss for r in records], "o-", label="train loss")
     loss_ax.plot(epochs, [r.val_loss for r in records], "s-", label="validation loss")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
-    loss_ax.set_title("Loss")
-    loss_ax.legend()
-    loss_ax.grid(alpha=0.3)
+    loss_ax.set_title(f"{prefix}loss")
     metric_ax.plot(epochs, [r.val_map for r in records], "o-", label="validation mAP (RSNA)")
     metric_ax.plot(epochs, [r.val_auc for r in records], "s-", label="validation AUC")
     metric_ax.set_ylim(0.0, 1.0)
     metric_ax.set_xlabel("epoch")
-    metric_ax.set_title("Validation metrics")
-    metric_ax.legend()
-    metric_ax.grid(alpha=0.3)
+    metric_ax.set_title(f"{prefix}validation metrics")
+    for ax in (loss_ax, metric_ax):
+        ax.legend()
+        ax.grid(alpha=0.3)
+
+
+def save_figure_png(path: Path, figure) -> None:
+    """Render a matplotlib ``Figure`` to PNG and write it atomically."""
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_loss_curve(path: Path, records: list[EpochRecord]) -> None:
+    """Two panels: train vs validation loss by epoch; validation mAP and AUC by epoch. Written atomically."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state touched
+
+    figure = Figure(figsize=(10, 4), dpi=100)
+    draw_curves(*figure.subplots(1, 2), records)
+    save_figure_png(path, figure)
 
 
 def write_history(run_dir: Path, records: list[EpochRecord]) -> None:

@@ -55,9 +55,39 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     "chexnet-densenet": {"family": "chexnet", "config": "configs/chexnet.yaml", "nih": False, "set": [
         "image_size=128", "epochs=2", "batch_size=8", "lr=0.0005", "warmup_epochs=0.3", "early_stopping.patience=0",
         "model.backbone=densenet121", "model.pretrained=false", "num_workers=0"]},
+    # second round: longer schedules, higher resolution, ImageNet-initialised encoders
+    "chexnet-lite0-224": {"family": "chexnet", "config": "configs/chexnet.yaml", "nih": False, "set": [
+        "image_size=224", "epochs=8", "batch_size=16", "lr=0.0005", "warmup_epochs=0.5", "early_stopping.patience=0",
+        "model.backbone=efficientnet-lite0", "model.pretrained=true", "num_workers=0"]},
+    "unet-lite0": {"family": "unet", "config": "configs/unet.yaml", "nih": False, "set": [
+        "image_size=256", "epochs=8", "batch_size=8", "lr=0.0005", "warmup_epochs=0.5", "early_stopping.patience=0",
+        "model.encoder=efficientnet-lite0", "model.pretrained=true", "model.lung_prior=filter", "num_workers=0"]},
+    "maskrcnn-lite0": {"family": "maskrcnn", "config": "configs/maskrcnn.yaml", "nih": False, "set": [
+        "image_size=256", "epochs=8", "batch_size=4", "lr=0.0005", "warmup_epochs=0.5", "early_stopping.patience=0",
+        "model.backbone=efficientnet-lite0", "model.pretrained=true", "model.box_head_dim=256", "num_workers=0"]},
+    "chexnet-lite0-224-lowlr": {"family": "chexnet", "config": "configs/chexnet.yaml", "nih": False, "set": [
+        "image_size=224", "epochs=5", "batch_size=16", "lr=0.0001", "warmup_epochs=0.5", "early_stopping.patience=0",
+        "model.backbone=efficientnet-lite0", "model.pretrained=true", "num_workers=0"]},
+    # the 224 px classifier fine-tuned from the NIH weak-label pretraining below (PRETRAIN["chexnet-nih"])
+    "chexnet-lite0-224-nih": {"family": "chexnet", "config": "configs/chexnet.yaml", "nih": False, "init": "chexnet-nih",
+                              "set": ["image_size=224", "epochs=5", "batch_size=16", "lr=0.0001", "warmup_epochs=0.5",
+                                      "early_stopping.patience=0", "model.backbone=efficientnet-lite0",
+                                      "model.pretrained=true", "num_workers=0"]},
 }
-#: shipped name -> experiment providing it (the chexnet one is chosen by CV AUC in ``report``)
-SHIPPED = {"unet": "unet", "maskrcnn": "maskrcnn", "chexnet": ("chexnet-lite0", "chexnet-densenet")}
+#: the CV models' checkpoint that predicts their validation fold: the last epoch of the fixed schedule, so the
+#: scored fold never chooses the weights it is scored with (``best.pt`` would be chosen on that very fold)
+OOF_CHECKPOINT = "last.pt"
+#: pretraining runs on the NIH weak-label images alone (validated on an NIH patient-level fold, never on RSNA)
+PRETRAIN: dict[str, dict[str, Any]] = {
+    "chexnet-nih": {"family": "chexnet", "config": "configs/chexnet.yaml", "set": [
+        "image_size=224", "epochs=8", "batch_size=16", "lr=0.0005", "warmup_epochs=0.5", "early_stopping.patience=0",
+        "early_stopping.monitor=val_auc", "model.backbone=efficientnet-lite0", "model.pretrained=true",
+        "num_workers=0", "folds=5", "val_fold=0"]},
+}
+#: shipped name -> candidate experiments; ``report`` ships the one with the best CV AUC (chexnet) or mAP (box models)
+SHIPPED = {"unet": ("unet", "unet-lite0"), "maskrcnn": ("maskrcnn", "maskrcnn-lite0"),
+           "chexnet": ("chexnet-lite0", "chexnet-densenet", "chexnet-lite0-224", "chexnet-lite0-224-lowlr",
+                       "chexnet-lite0-224-nih")}
 
 
 def log(message: str) -> None:
@@ -112,6 +142,18 @@ def nih_always_trains(nih_ids: set[str], rsna_records_: list) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------- CV stage
 
 
+def run_overrides(spec: dict, args: argparse.Namespace, val_fold: int) -> list[str]:
+    """The experiment's ``--set`` pairs plus the split, seeds, cache, pretrained init and --epochs-scale."""
+    overrides = list(spec["set"]) + [f"folds={args.folds}", f"val_fold={val_fold}", f"split_seed={args.split_seed}",
+                                     f"seed={args.seed}", "device=cpu"]
+    overrides += [f"cache_dir={args.cache_dir}"] if args.cache_dir else []
+    overrides += [f"init_from={pretrained_checkpoint(args, spec['init'])}"] if spec.get("init") else []
+    if args.epochs_scale != 1.0:
+        epochs = next(int(s.split("=")[1]) for s in spec["set"] if s.startswith("epochs="))
+        overrides.append(f"epochs={max(1, round(epochs * args.epochs_scale))}")
+    return overrides
+
+
 def train_fold(name: str, spec: dict, fold: int, args: argparse.Namespace, rsna: list, nih: list) -> Path:
     """Train experiment ``name`` with validation fold ``fold``; returns the run dir (skips a finished run)."""
     from pneumo.training.config import resolve_train_config
@@ -123,13 +165,7 @@ def train_fold(name: str, spec: dict, fold: int, args: argparse.Namespace, rsna:
         return run_dir
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted run: start the fold again from scratch (deterministic)
-    overrides = list(spec["set"]) + [f"folds={args.folds}", f"val_fold={fold}", f"split_seed={args.split_seed}",
-                                     f"seed={args.seed}", "device=cpu"]
-    overrides += [f"cache_dir={args.cache_dir}"] if args.cache_dir else []
-    if args.epochs_scale != 1.0:
-        epochs = next(int(s.split("=")[1]) for s in spec["set"] if s.startswith("epochs="))
-        overrides.append(f"epochs={max(1, round(epochs * args.epochs_scale))}")
-    config = resolve_train_config(spec["family"], ROOT / spec["config"], overrides)
+    config = resolve_train_config(spec["family"], ROOT / spec["config"], run_overrides(spec, args, fold))
     records = rsna + (nih if spec["nih"] else [])
     log(f"{name} fold {fold}: training {spec['family']} ({len(records)} records, NIH={spec['nih']})")
     started = time.monotonic()
@@ -147,6 +183,46 @@ def train_fold(name: str, spec: dict, fold: int, args: argparse.Namespace, rsna:
     return run_dir
 
 
+def pretrained_checkpoint(args: argparse.Namespace, name: str) -> Path:
+    """The best checkpoint of pretraining run ``name`` (SystemExit if the ``pretrain`` stage has not run)."""
+    path = args.work / "pretrain" / name / "best.pt"
+    if not path.is_file():
+        raise SystemExit(f"{path} missing: run the 'pretrain' stage first")
+    return path
+
+
+def stage_pretrain(args: argparse.Namespace) -> None:
+    """Each ``PRETRAIN`` run on the NIH weak-label images alone (skipped when finished)."""
+    import torch
+
+    from pneumo.data.nih import read_nih
+    from pneumo.training.config import resolve_train_config
+    from pneumo.training.loop import fit
+
+    if args.nih is None:
+        raise SystemExit("the pretrain stage needs --nih")
+    torch.set_num_threads(args.threads)
+    records = list(read_nih(args.nih))
+    for name, spec in PRETRAIN.items():
+        run_dir = args.work / "pretrain" / name
+        if (run_dir / "train_summary.json").is_file():
+            log(f"pretrain {name}: already trained ({run_dir})")
+            continue
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        overrides = list(spec["set"]) + [f"split_seed={args.split_seed}", f"seed={args.seed}", "device=cpu"]
+        overrides += [f"cache_dir={args.cache_dir}"] if args.cache_dir else []
+        config = resolve_train_config(spec["family"], ROOT / spec["config"], overrides)
+        log(f"pretrain {name}: {spec['family']} on {len(records)} NIH images")
+        started = time.monotonic()
+        result = fit(spec["family"], config, records, run_dir, data_dir=args.nih, progress=False, log=log)
+        record = json.loads((run_dir / "train_summary.json").read_text())
+        record["wall_seconds"] = time.monotonic() - started
+        (run_dir / "train_summary.json").write_text(json.dumps(record, indent=2))
+        log(f"pretrain {name}: done in {record['wall_seconds']:.0f} s, best epoch {result.best_epoch}, "
+            f"NIH val AUC {result.best_metrics.get('val_auc', float('nan')):.4f}")
+
+
 def oof_outputs(run_dir: Path, val_records: list, family: str, tta: bool) -> None:
     """Best checkpoint -> its validation fold's outputs through ``CheckpointPredictor`` -> ``oof.pkl``.
 
@@ -158,18 +234,18 @@ def oof_outputs(run_dir: Path, val_records: list, family: str, tta: bool) -> Non
     target = run_dir / "oof.pkl"
     if target.is_file():
         existing = pickle.loads(target.read_bytes())
-        if not (tta and family != "chexnet" and "tta" not in existing):
+        if existing.get("checkpoint") == OOF_CHECKPOINT:
+            if tta and family != "chexnet" and "tta" not in existing:
+                add_tta(run_dir, val_records, existing)  # --tta after the fact: add only the flip-TTA outputs
             return
-        add_tta(run_dir, val_records, existing)  # --tta after the fact: add only the flip-TTA outputs
-        return
-    predictor = CheckpointPredictor(run_dir / "best.pt", run_dir.parent.name)
+    predictor = CheckpointPredictor(run_dir / OOF_CHECKPOINT, run_dir.parent.name)
     xrays = [read_xray(r.path) for r in val_records]
     variants = {"plain": (False, None)}
     if tta and family != "chexnet":
         variants["tta"] = (True, None)
     if family == "unet":
         variants["prior_off"] = (False, "off")
-    result: dict[str, Any] = {"ids": [r.image_id for r in val_records]}
+    result: dict[str, Any] = {"ids": [r.image_id for r in val_records], "checkpoint": OOF_CHECKPOINT}
     for key, (use_tta, prior) in variants.items():
         saved = getattr(predictor.model.config, "lung_prior", None)
         if prior is not None:
@@ -198,7 +274,7 @@ def add_tta(run_dir: Path, val_records: list, existing: dict) -> None:
 
     if existing["ids"] != [r.image_id for r in val_records]:
         raise SystemExit(f"{run_dir}: OOF images differ from the fold's validation records")
-    predictor = CheckpointPredictor(run_dir / "best.pt", run_dir.parent.name)
+    predictor = CheckpointPredictor(run_dir / OOF_CHECKPOINT, run_dir.parent.name)
     xrays = [read_xray(r.path) for r in val_records]
     outputs = []
     for start in range(0, len(xrays), 8):
@@ -377,11 +453,10 @@ def stage_report(args: argparse.Namespace) -> dict:
                            "note": "constant probability (training positive rate): AUC 0.5 by construction"}
     log(f"baseline: CV mAP {summary['baseline']['map_mean_std'][0]:.4f} +- {summary['baseline']['map_mean_std'][1]:.4f}")
 
-    # ---- which chexnet ships: the higher mean CV AUC
-    candidates = [n for n in SHIPPED["chexnet"] if n in summary["experiments"]]
-    chexnet = max(candidates, key=lambda n: summary["experiments"][n]["plain"]["auc_mean_std"][0]) if candidates else None
-    shipped = {"unet": "unet" if "unet" in oof else None, "maskrcnn": "maskrcnn" if "maskrcnn" in oof else None,
-               "chexnet": chexnet}
+    # ---- which experiment ships per family: the best mean CV AUC (classifier) or cross-fitted mAP (box models)
+    shipped = {family: choose_experiment(summary["experiments"], candidates, "auc" if family == "chexnet" else "map")
+               for family, candidates in SHIPPED.items()}
+    chexnet = shipped["chexnet"]
     summary["shipped_experiments"] = shipped
 
     # ---- ensemble on OOF outputs: cross-fitted score, then the spec tuned on every OOF output
@@ -431,6 +506,14 @@ def stage_report(args: argparse.Namespace) -> dict:
     (args.work / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
     log(f"summary written to {args.work / 'summary.json'}")
     return summary
+
+
+def choose_experiment(experiments: dict[str, dict], candidates: tuple[str, ...], metric: str) -> str | None:
+    """The finished candidate with the highest mean CV ``metric`` ("auc" or "map"); None if none finished."""
+    finished = [n for n in candidates if n in experiments]
+    if not finished:
+        return None
+    return max(finished, key=lambda n: experiments[n]["plain"][f"{metric}_mean_std"][0])
 
 
 def oof_thresholds(args: argparse.Namespace, name: str) -> dict[str, float]:
@@ -488,10 +571,7 @@ def stage_final(args: argparse.Namespace) -> None:
             continue
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        overrides = list(spec["set"]) + [f"folds={args.folds}", "val_fold=0", f"split_seed={args.split_seed}",
-                                         f"seed={args.seed}", "device=cpu"]
-        overrides += [f"cache_dir={args.cache_dir}"] if args.cache_dir else []
-        config = resolve_train_config(spec["family"], ROOT / spec["config"], overrides)
+        config = resolve_train_config(spec["family"], ROOT / spec["config"], run_overrides(spec, args, 0))
         log(f"{name}: retraining on all {len(rsna)} RSNA patients")
         started = time.monotonic()
         with all_data_split():
@@ -533,11 +613,11 @@ def stage_ship(args: argparse.Namespace) -> None:
         else:  # the best CV fold's model with that fold's thresholds
             fold = int(np.nanargmax([e[monitor] if e[monitor] is not None else -1 for e in entry["engine_val"]]))
             run_dir = args.work / "cv" / name / f"fold{fold}"
-            loaded = load_checkpoint(run_dir / "best.pt", expected_family=entry["family"])
+            loaded = load_checkpoint(run_dir / OOF_CHECKPOINT, expected_family=entry["family"])
             thresholds = loaded.thresholds
             metrics = {k: float(v) for k, v in loaded.metrics.items() if isinstance(v, (int, float))}
             train_seconds, epochs = entry["train_seconds_folds"][fold], entry["epochs"][fold]
-            best_epoch = entry["engine_val"][fold]["best_epoch"]
+            best_epoch = epochs  # the last epoch (OOF_CHECKPOINT)
         metrics.update({
             "cv_map_mean": plain["map_mean_std"][0], "cv_map_std": plain["map_mean_std"][1],
             "cv_auc_mean": plain["auc_mean_std"][0], "cv_auc_std": plain["auc_mean_std"][1],
@@ -584,8 +664,8 @@ def stage_ship(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stages", nargs="*", default=["cv", "report", "ship"],
-                        choices=["cv", "report", "final", "ship"])
+    parser.add_argument("stages", nargs="*", default=["pretrain", "cv", "report", "ship"],
+                        choices=["pretrain", "cv", "report", "final", "ship"])
     parser.add_argument("--rsna", type=Path, default=ROOT.parent / "shared" / "data" / "rsna-mini")
     parser.add_argument("--nih", type=Path, default=ROOT.parent / "shared" / "data" / "nih-weak",
                         help="NIH weak-label folder for the classifier ('' to train on RSNA only)")
@@ -605,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     args.work.mkdir(parents=True, exist_ok=True)
     for stage in args.stages:
-        {"cv": stage_cv, "report": stage_report, "final": stage_final, "ship": stage_ship}[stage](args)
+        {"pretrain": stage_pretrain, "cv": stage_cv, "report": stage_report, "final": stage_final, "ship": stage_ship}[stage](args)
     return 0
 
 

@@ -6,6 +6,7 @@ finder) registered for this module only and saved as a real checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -233,6 +234,21 @@ def test_tune_ensemble_finds_the_shrink_and_gate_that_maximise_map():
     assert evaluate_spec(tuned, member_outputs, gts) == pytest.approx(tuned.tuning["map"])
     assert 0.2 < tuned.fusion.probability_threshold <= 0.8
     assert tuned.members == start.members and tuned.classifier == start.classifier
+
+
+def test_tune_ensemble_down_weights_a_member_that_adds_false_boxes():
+    member_outputs, gts = _validation_set(shrink_truth=1.0)
+    for i in range(len(gts)):  # b misses every true box and adds one confident false box
+        member_outputs["b"][i] = out(0.5, [[70, 5, 90, 25, 0.9]])
+    start = dataclasses.replace(spec(shrink=1.0), members=(EnsembleMember("a", 1.0), EnsembleMember("b", 1.0)))
+    equal = tune_ensemble(start, member_outputs, gts, member_weight_grid=(1.0,), shrink_grid=(1.0,))
+    tuned = tune_ensemble(start, member_outputs, gts, member_weight_grid=(1.0, 0.5, 2.0), shrink_grid=(1.0,))
+    # WBF scales a box found by one member by that member's share of the weights: with equal weights a's true
+    # boxes and b's false ones tie (0.45 each) and no threshold separates them; b at 0.5 makes them 0.6 vs 0.3
+    assert equal.tuning["map"] < 0.9 and tuned.tuning["map"] == pytest.approx(1.0)
+    assert [m.weight for m in tuned.members] == [1.0, 0.5]
+    assert tuned.tuning["member_weights"] == {"a": 1.0, "b": 0.5}
+    assert evaluate_spec(tuned, member_outputs, gts) == pytest.approx(tuned.tuning["map"])
 
 
 def test_tune_ensemble_rejects_missing_or_misaligned_outputs():

@@ -162,6 +162,29 @@ def test_maskrcnn_does_not_resize_and_scores_by_max():
         create_model("maskrcnn", {"image_score": "mean"})
 
 
+def test_maskrcnn_efficientnet_backbone_is_imagenet_initialised_and_trains():
+    from pneumo.models.backbones import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, efficientnet_lite0_weights_path
+
+    state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    model = create_model("maskrcnn", {"backbone": "efficientnet-lite0", "pretrained": True, "image_size": SIZE})
+    body = model.detector.backbone.body
+    torch.testing.assert_close(body.stem[0].weight, state["_conv_stem.weight"].sum(dim=1, keepdim=True))
+    assert model.detector.transform.image_mean == [IMAGENET_GREY_MEAN]
+    assert model.detector.transform.image_std == [IMAGENET_GREY_STD]
+    images = torch.rand((2, 1, SIZE, SIZE))
+    targets = [Target(torch.tensor([[10.0, 12.0, 40.0, 52.0]]), 1), Target(torch.zeros((0, 4)), 0)]
+    losses = model.train().compute_loss(images, targets)
+    assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness"} <= set(losses)
+    losses["loss"].backward()
+    assert body.stem[0].weight.grad is not None and torch.isfinite(body.stem[0].weight.grad).all()
+    for out in model.infer(images):
+        assert 0.0 <= out.probability <= 1.0 and out.heatmap.shape == (SIZE, SIZE)
+    with pytest.raises(ConfigError, match="offline"):
+        create_model("maskrcnn", {"backbone": "resnet18", "pretrained": True})
+    with pytest.raises(ConfigError, match="backbone"):
+        create_model("maskrcnn", {"backbone": "vgg16"})
+
+
 def test_maskrcnn_loss_needs_train_mode_and_skips_weak_positives():
     torch.manual_seed(0)
     model = create_model("maskrcnn", {"image_size": SIZE})

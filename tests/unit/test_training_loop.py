@@ -26,7 +26,7 @@ from pneumo.models.common import union_masks
 from pneumo.models.registry import register_family, unregister_family
 from pneumo.training.config import EarlyStoppingConfig, TrainConfig, load_config_yaml
 from pneumo.training.history import read_history_csv
-from pneumo.training.loop import fit, load_run_config
+from pneumo.training.loop import fit, init_weights_from, load_run_config
 from pneumo.training.state import STATE_FILE, load_state
 
 # ---- a tiny registered family and synthetic records ----------------------------------------------------------
@@ -248,6 +248,26 @@ def test_resume_refuses_another_family_and_fresh_runs_refuse_to_overwrite(record
         fit(TINY, _config(cache_dir, epochs=1), records, run, progress=False, log=lambda _: None)
     with pytest.raises(CheckpointError):
         load_run_config(tmp_path / "nothing-here", TINY)
+
+
+def test_init_from_fine_tunes_from_a_checkpoint_of_the_same_family(records, cache_dir, tmp_path):
+    fit(TINY, _config(cache_dir, epochs=1), records, tmp_path / "source", progress=False, log=lambda _: None)
+    source = tmp_path / "source" / "last.pt"
+    model = TinyModel(TinyConfig())
+    loaded, total = init_weights_from(model, TINY, source)
+    assert loaded == total == len(model.state_dict())
+    assert _same(model.state_dict(), _weights(source))
+    with pytest.raises(CheckpointError, match="tiny-engine-test"):
+        init_weights_from(TinyModel(TinyConfig()), TINY_OTHER, source)
+    with pytest.raises(CheckpointError, match="matches only"):
+        init_weights_from(TinyModel(TinyConfig(channels=8)), TINY, source)
+    # through fit: the run starts from the source weights, so its first epoch begins where the source ended
+    lines: list[str] = []
+    tuned = fit(TINY, _config(cache_dir, epochs=1, init_from=str(source)), records, tmp_path / "tuned",
+                progress=False, log=lines.append)
+    fresh = fit(TINY, _config(cache_dir, epochs=1), records, tmp_path / "fresh", progress=False, log=lambda _: None)
+    assert any(f"initialised {total} of {total} weight tensors" in line for line in lines)
+    assert tuned.history[0].train_loss < fresh.history[0].train_loss
 
 
 def test_early_stopping_stops_when_the_monitor_stalls(records, cache_dir, tmp_path):

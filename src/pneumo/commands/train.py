@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=None, metavar="N", help="number of epochs")
     parser.add_argument("--image-size", type=int, default=None, metavar="PX", help="square model-input size in pixels")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N patients (smoke runs)")
+    parser.add_argument("--init-from", default=None, metavar="CKPT",
+                        help="start from this checkpoint's weights (same family; e.g. pretrained on nih-weak)")
     parser.add_argument("--config", default=None, metavar="FILE", help="YAML file of TrainConfig values")
     parser.add_argument(
         "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             )
         config = load_run_config(args.out, args.family)
     else:
-        flags = {"epochs": args.epochs, "image_size": args.image_size, "limit": args.limit}
+        flags = {"epochs": args.epochs, "image_size": args.image_size, "limit": args.limit, "init_from": args.init_from}
         config = resolve_train_config(args.family, args.config, args.overrides, flags)
     main_rank = distributed.detect().is_main
     records = read_records(args.data, limit=config.limit)

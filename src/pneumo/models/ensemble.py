@@ -50,7 +50,7 @@ BOX_SCORES = ("multiply", "detector")
 #: the tuning grids (``tune_ensemble``); the first value of each wins ties
 SHRINK_GRID: tuple[float, ...] = (1.0, 0.95, 0.9, 0.875, 0.85)
 WBF_IOU_GRID: tuple[float, ...] = (0.5, 0.4, 0.6)
-CLASSIFIER_WEIGHT_GRID: tuple[float, ...] = (0.75, 0.5, 1.0)
+CLASSIFIER_WEIGHT_GRID: tuple[float, ...] = (0.75, 0.5, 1.0, 0.25)
 #: factors on the weight of each box member after the first (the first keeps its weight: only ratios matter)
 MEMBER_WEIGHT_GRID: tuple[float, ...] = (1.0, 0.5, 2.0)
 

@@ -360,8 +360,8 @@ def tune_ensemble(
     image for the probability threshold (Youden's J; default: 1 where gts has boxes).
 
     Full grid over the box members' weights (each member after the first: its weight x each value of
-    ``member_weight_grid``) x WBF IoU x classifier weight (only with both a classifier and box members) x shrink x gate x box
-    threshold (gate/box grids default to ``pneumo.training.thresholds``'s). Ties keep the first value of each
+    ``member_weight_grid``) x WBF IoU x classifier weight (only with both a classifier and box members) x
+    shrink x gate x box threshold (gate/box grids default to ``pneumo.training.thresholds``'s). Ties keep the first value of each
     grid (so no shrink beats a shrink that changes nothing), then the lowest box threshold and gate.
     ``context`` (e.g. fold, data folder) is stored in the record.
     """
@@ -423,7 +423,8 @@ def tune_ensemble(
         "chosen": chosen,
         "member_weights": {m.model: float(m.weight) for m in weighted.members},
         "grids": {
-            "member_weight": list(map(float, member_weight_grid)), "wbf_iou_thr": list(map(float, wbf_iou_grid)), "classifier_weight": list(map(float, cw_grid)),
+            "member_weight": list(map(float, member_weight_grid)), "wbf_iou_thr": list(map(float, wbf_iou_grid)),
+            "classifier_weight": list(map(float, cw_grid)),
             "shrink": list(map(float, shrink_grid)), "gate_threshold": list(map(float, gate_grid)),
             "box_threshold": list(map(float, box_grid)),
         },

@@ -37,7 +37,7 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-# Retrain and re-ship models/ from scratch (about 2 h on 2 quiet CPU cores); progress: tail -f runs/models.log
+# Retrain and re-ship models/ from scratch (about 2.5 h on 2 quiet CPU cores); progress: tail -f runs/models.log
 models: install
 	rm -rf runs/models && mkdir -p runs
 	$(PY) -u scripts/train_models.py pretrain cv report final ship --tta > runs/models.log 2>&1 || (tail -n 40 runs/models.log; exit 1)

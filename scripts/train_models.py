@@ -683,7 +683,7 @@ def stage_ship(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stages", nargs="*", default=["pretrain", "cv", "report", "ship"],
+    parser.add_argument("stages", nargs="*", default=["pretrain", "cv", "report", "final", "ship"],
                         choices=["pretrain", "cv", "report", "final", "ship"])
     parser.add_argument("--rsna", type=Path, default=ROOT.parent / "shared" / "data" / "rsna-mini")
     parser.add_argument("--nih", type=Path, default=ROOT.parent / "shared" / "data" / "nih-weak",

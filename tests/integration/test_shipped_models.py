@@ -125,3 +125,7 @@ def test_recorded_cross_validation_beats_chance_and_the_trivial_baseline() -> No
     for name in ("unet", "chexnet"):
         assert card_metrics(name)["oof_auc"] > 0.5, name
     assert ensemble["map_mean_std"][0] > summary["baseline"]["map_mean_std"][0]
+    for family, experiment in summary["shipped_experiments"].items():  # the fusion earns its cost
+        single = summary["experiments"][experiment]
+        best_single = max(single[v]["map_mean_std"][0] for v in ("plain", "tta") if v in single)
+        assert ensemble["map_mean_std"][0] > best_single, family

@@ -22,6 +22,11 @@ ENCODERS = {
 }
 
 
+def uses_nih(entry: dict) -> bool:
+    """Whether an experiment of ``summary["experiments"]`` trained on NIH images (pretraining or mixing)."""
+    return bool(entry.get("init") or entry.get("nih"))
+
+
 def architecture(family: str, model_cfg: dict) -> str:
     """One sentence on the family's architecture as configured (``model_cfg``: the checkpoint's family config)."""
     if family == "unet":
@@ -49,7 +54,7 @@ def nih_text(entry: dict, summary: dict) -> str:
                 f"{int(val['val_images'])} NIH images of patients it did not train on), then fine-tuned on RSNA.")
     if entry.get("nih"):
         return "- NIH weak labels: the 610 nih-weak images were added to every training fold (never validated on)."
-    if any(e.get("init") or e.get("nih") for e in summary["experiments"].values()):
+    if any(uses_nih(e) for e in summary["experiments"].values()):
         return "- NIH weak labels: not used by this model (the experiment table shows the variants that did)."
     return "- NIH weak labels: not used."
 
@@ -193,7 +198,7 @@ def card_text(name: str, info: dict, summary: dict) -> str:
         "sensitivity/specificity reporting.",
         "",
         "## Known limits",
-        limits_text(config.get("image_size"), info["epochs"], bool(entry.get("init") or entry.get("nih"))),
+        limits_text(config.get("image_size"), info["epochs"], uses_nih(entry)),
         "",
         "## Metrics stored in the checkpoint",
         "```json metrics",
@@ -245,8 +250,7 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
         "## Known limits",
         limits_text(" / ".join(f"{n} {(i.get('config') or {}).get('image_size')}" for n, i in shipped_info.items()),
                     " / ".join(f"{n} {i['epochs']}" for n, i in shipped_info.items()),
-                    any(summary["experiments"][i["experiment"]].get("init") or summary["experiments"][i["experiment"]].get("nih")
-                        for i in shipped_info.values())),
+                    any(uses_nih(summary["experiments"][i["experiment"]]) for i in shipped_info.values())),
         "",
         "## Metrics",
         "```json metrics",

@@ -161,30 +161,44 @@ def run_overrides(spec: dict, args: argparse.Namespace, val_fold: int) -> list[s
     return overrides
 
 
+def finished_run(run_dir: Path, label: str) -> bool:
+    """True (logged) if ``run_dir`` holds a finished run; otherwise removes an interrupted one's leftovers, so the
+    run starts again from scratch (training is deterministic)."""
+    if (run_dir / "train_summary.json").is_file():
+        log(f"{label}: already trained ({run_dir})")
+        return True
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return False
+
+
+def timed_fit(family: str, config: Any, records: list, run_dir: Path, data_dir: Path | None) -> tuple[Any, float]:
+    """``fit`` without progress bars -> (its result, wall seconds); the seconds are added to train_summary.json."""
+    from pneumo.training.loop import fit
+
+    started = time.monotonic()
+    result = fit(family, config, records, run_dir, data_dir=data_dir, progress=False, log=log)
+    seconds = time.monotonic() - started
+    path = run_dir / "train_summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "wall_seconds": seconds}, indent=2))
+    return result, seconds
+
+
 def train_fold(name: str, spec: dict, fold: int, args: argparse.Namespace, rsna: list, nih: list) -> Path:
     """Train experiment ``name`` with validation fold ``fold``; returns the run dir (skips a finished run)."""
     from pneumo.training.config import resolve_train_config
-    from pneumo.training.loop import fit
 
     run_dir = args.work / "cv" / name / f"fold{fold}"
-    if (run_dir / "train_summary.json").is_file():
-        log(f"{name} fold {fold}: already trained ({run_dir})")
+    if finished_run(run_dir, f"{name} fold {fold}"):
         return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an interrupted run: start the fold again from scratch (deterministic)
     config = resolve_train_config(spec["family"], ROOT / spec["config"], run_overrides(spec, args, fold))
     records = rsna + (nih if spec["nih"] else [])
     log(f"{name} fold {fold}: training {spec['family']} ({len(records)} records, NIH={spec['nih']})")
-    started = time.monotonic()
     if spec["nih"]:
         with nih_always_trains({r.image_id for r in nih}, rsna):
-            result = fit(spec["family"], config, records, run_dir, data_dir=None, progress=False, log=log)
+            result, seconds = timed_fit(spec["family"], config, records, run_dir, None)
     else:
-        result = fit(spec["family"], config, records, run_dir, data_dir=args.rsna, progress=False, log=log)
-    seconds = time.monotonic() - started
-    summary = json.loads((run_dir / "train_summary.json").read_text())
-    summary["wall_seconds"] = seconds
-    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        result, seconds = timed_fit(spec["family"], config, records, run_dir, args.rsna)
     log(f"{name} fold {fold}: done in {seconds:.0f} s, best epoch {result.best_epoch}, "
         f"val mAP {result.best_metrics.get('val_map', float('nan')):.4f} AUC {result.best_metrics.get('val_auc', float('nan')):.4f}")
     return run_dir
@@ -204,7 +218,6 @@ def stage_pretrain(args: argparse.Namespace) -> None:
 
     from pneumo.data.nih import read_nih
     from pneumo.training.config import resolve_train_config
-    from pneumo.training.loop import fit
 
     if args.nih is None:
         raise SystemExit("the pretrain stage needs --nih")
@@ -212,21 +225,14 @@ def stage_pretrain(args: argparse.Namespace) -> None:
     records = list(read_nih(args.nih))
     for name, spec in PRETRAIN.items():
         run_dir = args.work / "pretrain" / name
-        if (run_dir / "train_summary.json").is_file():
-            log(f"pretrain {name}: already trained ({run_dir})")
+        if finished_run(run_dir, f"pretrain {name}"):
             continue
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
         overrides = list(spec["set"]) + [f"split_seed={args.split_seed}", f"seed={args.seed}", "device=cpu"]
         overrides += [f"cache_dir={args.cache_dir}"] if args.cache_dir else []
         config = resolve_train_config(spec["family"], ROOT / spec["config"], overrides)
         log(f"pretrain {name}: {spec['family']} on {len(records)} NIH images")
-        started = time.monotonic()
-        result = fit(spec["family"], config, records, run_dir, data_dir=args.nih, progress=False, log=log)
-        record = json.loads((run_dir / "train_summary.json").read_text())
-        record["wall_seconds"] = time.monotonic() - started
-        (run_dir / "train_summary.json").write_text(json.dumps(record, indent=2))
-        log(f"pretrain {name}: done in {record['wall_seconds']:.0f} s, best epoch {result.best_epoch}, "
+        result, seconds = timed_fit(spec["family"], config, records, run_dir, args.nih)
+        log(f"pretrain {name}: done in {seconds:.0f} s, best epoch {result.best_epoch}, "
             f"NIH val AUC {result.best_metrics.get('val_auc', float('nan')):.4f}")
 
 
@@ -258,21 +264,31 @@ def oof_outputs(run_dir: Path, val_records: list, family: str, tta: bool) -> Non
         saved = getattr(predictor.model.config, "lung_prior", None)
         if prior is not None:
             predictor.model.config.lung_prior = prior
-        outputs = []
         try:
-            for start in range(0, len(xrays), 8):
-                batch, _ = predictor.outputs(xrays[start:start + 8], tta=use_tta, heatmap=False)
-                outputs.extend(batch)
+            result[key] = batched_outputs(predictor, xrays, use_tta)
         finally:
             if prior is not None:
                 predictor.model.config.lung_prior = saved
-        result[key] = outputs
     if family == "unet":  # the prior (input pixels) and each image's geometry, for the outside-the-lungs measure
         result["prior"] = predictor.model.lung_prior[0, 0].detach().cpu().numpy()
         result["size"] = predictor.preprocessor.size
         result["geometry"] = [predictor.preprocessor(np.asarray(x.pixels, dtype=np.float32))[1] for x in xrays]
-    with open(target, "wb") as handle:
-        pickle.dump(result, handle)
+    write_oof(run_dir, result)
+
+
+def batched_outputs(predictor: Any, xrays: list, tta: bool, batch_size: int = 8) -> list:
+    """``predictor.outputs`` (no heatmaps) over ``xrays`` in batches -> one ImageOutput per image."""
+    outputs = []
+    for start in range(0, len(xrays), batch_size):
+        outputs.extend(predictor.outputs(xrays[start:start + batch_size], tta=tta, heatmap=False)[0])
+    return outputs
+
+
+def write_oof(run_dir: Path, result: dict) -> None:
+    """Write ``run_dir/oof.pkl`` atomically (an interrupted write leaves no truncated pickle behind)."""
+    tmp = run_dir / "oof.pkl.tmp"
+    tmp.write_bytes(pickle.dumps(result))
+    tmp.replace(run_dir / "oof.pkl")
 
 
 def add_tta(run_dir: Path, val_records: list, existing: dict) -> None:
@@ -283,14 +299,8 @@ def add_tta(run_dir: Path, val_records: list, existing: dict) -> None:
     if existing["ids"] != [r.image_id for r in val_records]:
         raise SystemExit(f"{run_dir}: OOF images differ from the fold's validation records")
     predictor = CheckpointPredictor(run_dir / OOF_CHECKPOINT, run_dir.parent.name)
-    xrays = [read_xray(r.path) for r in val_records]
-    outputs = []
-    for start in range(0, len(xrays), 8):
-        outputs.extend(predictor.outputs(xrays[start:start + 8], tta=True, heatmap=False)[0])
-    existing["tta"] = outputs
-    tmp = run_dir / "oof.pkl.tmp"
-    tmp.write_bytes(pickle.dumps(existing))
-    tmp.replace(run_dir / "oof.pkl")
+    existing["tta"] = batched_outputs(predictor, [read_xray(r.path) for r in val_records], tta=True)
+    write_oof(run_dir, existing)
 
 
 def stage_cv(args: argparse.Namespace) -> None:
@@ -576,7 +586,6 @@ def stage_final(args: argparse.Namespace) -> None:
     import torch
 
     from pneumo.training.config import resolve_train_config
-    from pneumo.training.loop import fit
 
     torch.set_num_threads(args.threads)
     summary = json.loads((args.work / "summary.json").read_text())
@@ -586,20 +595,13 @@ def stage_final(args: argparse.Namespace) -> None:
             continue
         spec = EXPERIMENTS[name]
         run_dir = args.work / "final" / name
-        if (run_dir / "train_summary.json").is_file():
+        if finished_run(run_dir, f"{name} (all data)"):
             continue
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
         config = resolve_train_config(spec["family"], ROOT / spec["config"], run_overrides(spec, args, 0))
         log(f"{name}: retraining on all {len(rsna)} RSNA patients")
-        started = time.monotonic()
         with all_data_split():
-            fit(spec["family"], config, rsna, run_dir, data_dir=args.rsna, progress=False, log=log)
-        summary_path = run_dir / "train_summary.json"
-        record = json.loads(summary_path.read_text())
-        record["wall_seconds"] = time.monotonic() - started
-        summary_path.write_text(json.dumps(record, indent=2))
-        log(f"{name}: all-data model in {record['wall_seconds']:.0f} s")
+            _, seconds = timed_fit(spec["family"], config, rsna, run_dir, args.rsna)
+        log(f"{name}: all-data model in {seconds:.0f} s")
 
 
 # ---------------------------------------------------------------------------------------------- ship stage

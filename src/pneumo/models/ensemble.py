@@ -381,10 +381,11 @@ def tune_ensemble(
 
     best: tuple[float, EnsembleSpec, dict[str, float]] | None = None
     for weighted in _member_weightings(spec, member_weight_grid):
+        probs_by_cw = {cw: np.array([ensemble_probability(weighted, o, classifier_weight=cw) for o in per_image])
+                       for cw in cw_grid}  # independent of the WBF IoU
         for iou in wbf_iou_grid:
             fused = [fused_member_boxes(weighted, o, iou_thr=iou) for o in per_image]
-            for cw in cw_grid:
-                probs = np.array([ensemble_probability(weighted, o, classifier_weight=cw) for o in per_image])
+            for cw, probs in probs_by_cw.items():
                 scored = [score_boxes(b, p, spec.fusion.box_score) for b, p in zip(fused, probs)]
                 for shrink in shrink_grid:
                     outputs = [

@@ -6,9 +6,21 @@ STAMP  := $(VENV)/.installed
 # ONNX Runtime is the faster backend (bench/RESULTS.md): export the shipped checkpoints once after installing
 ONNX_STAMP := models/.onnx-exported
 
-.PHONY: install browser run test test-fast models clean
+.PHONY: install browser system-tools run test test-fast models clean
 
-install: $(STAMP) browser $(ONNX_STAMP)
+install: $(STAMP) browser system-tools $(ONNX_STAMP)
+
+# Debian tools the integration tests drive: Orthanc + DICOMweb plugin (a real PACS), dicom3tools (dciodvfy) and
+# dcmtk (dsrdump) to validate DICOM outputs, PostgreSQL 15 for the database tests. Installed when missing and root;
+# the tests that need them skip with a clear reason elsewhere.
+SYSTEM_TOOLS := /usr/sbin/Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb \
+                /usr/bin/dciodvfy:dicom3tools /usr/bin/dsrdump:dcmtk /usr/lib/postgresql/15/bin/initdb:postgresql-15
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do [ -e "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: missing Debian packages:$$missing (not root): their tests will be skipped"; fi; fi
 
 # Debian's Chromium drives the browser tests (never a downloaded browser). Installed when missing and root.
 browser:

@@ -227,7 +227,7 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
         "",
         "`models/ensemble.json`: the shipped `unet` and `maskrcnn` boxes merged by weighted box fusion, the `chexnet` "
         "probability mixed into the image probability and used as a gate, box confidence x probability, boxes shrunk "
-        "about their centres (the RSNA winners' recipe; `pneumo.models.ensemble`).",
+        "about their centres (the RSNA winners' recipe; `pneumo.ensemble`).",
         "",
         "## Intended use",
         INTENDED_USE,

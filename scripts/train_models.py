@@ -376,8 +376,8 @@ def stage_report(args: argparse.Namespace) -> dict:
     from pneumo.evaluation.classification import roc_auc
     from pneumo.evaluation.rsna_map import mean_average_precision
     from pneumo.inference.baseline import fit_baseline
-    from pneumo.models.ensemble import EnsembleMember, EnsembleSpec, FusionParams, ensemble_probability, \
-        evaluate_spec, tune_ensemble
+    from pneumo.ensemble import EnsembleMember, EnsembleSpec, FusionParams, ensemble_probability
+    from pneumo.training.ensemble_tuning import evaluate_spec, tune_ensemble
     from pneumo.models.unet import opacity_outside_prior_fraction
 
     rsna = rsna_records(args.rsna)
@@ -558,7 +558,7 @@ def oof_thresholds(args: argparse.Namespace, name: str) -> dict[str, float]:
 
 
 def image_hw(path: Path) -> tuple[int, int]:
-    from pneumo.inference.evaluate_model import image_size
+    from pneumo.commands.evaluate_model import image_size
 
     return image_size(Path(path))
 
@@ -611,7 +611,7 @@ def stage_ship(args: argparse.Namespace) -> None:
     """fp16 checkpoints + history + cards + ensemble.json + baseline.json into ``args.models``."""
     from pneumo.inference.baseline import fit_baseline
     from pneumo.models.checkpoint import load_checkpoint, save_checkpoint
-    from pneumo.models.ensemble import EnsembleSpec
+    from pneumo.ensemble import EnsembleSpec
 
     summary = json.loads((args.work / "summary.json").read_text())
     args.models.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ __all__ = [
     "clip_boxes",
     "mask_to_boxes",
     "heatmap_to_boxes",
+    "fuse_views",
+    "mean_heatmap",
 ]
 
 
@@ -266,3 +268,29 @@ def heatmap_to_boxes(
     boxes[:, [0, 2]] *= sx
     boxes[:, [1, 3]] *= sy
     return clip_boxes(boxes, (height, width))
+
+
+def fuse_views(views: Sequence[np.ndarray], iou_thr: float) -> np.ndarray:
+    """TTA views of one model -> (N, 5): the only view as is, or WBF of all views (equal weights) at ``iou_thr``
+    (single models use ``pneumo.types.TTA_WBF_IOU``)."""
+    if len(views) == 0:
+        return np.zeros((0, 5), dtype=np.float32)
+    if len(views) == 1:
+        return sort_by_confidence(views[0])
+    return weighted_boxes_fusion(list(views), iou_thr=iou_thr, conf_type="avg")
+
+
+def mean_heatmap(heatmaps: Sequence[np.ndarray | None], weights: Sequence[float] | None = None) -> np.ndarray | None:
+    """Weighted mean of (h_i, w_i) heatmaps over the same image, resized to the largest one; None if none."""
+    from pneumo.preprocess import resize_float
+
+    pairs = [(h, 1.0 if weights is None else float(weights[i])) for i, h in enumerate(heatmaps) if h is not None]
+    pairs = [(h, w) for h, w in pairs if w > 0]
+    if not pairs:
+        return None
+    shape = max((h.shape for h, _ in pairs), key=lambda s: s[0] * s[1])
+    total = sum(w for _, w in pairs)
+    out = np.zeros(shape, dtype=np.float32)
+    for heat, weight in pairs:
+        out += (weight / total) * resize_float(np.asarray(heat, dtype=np.float32), *shape)
+    return np.clip(out, 0.0, 1.0)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pneumo.errors import CheckpointError, ConfigError, UnknownModelError
-from pneumo.inference.common import ImageOutput
+from pneumo.types import ImageOutput
 from pneumo.inference.predictors import (
     BaselinePredictor,
     CheckpointPredictor,

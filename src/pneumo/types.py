@@ -1,4 +1,4 @@
-"""Core records shared by every layer.
+"""Core records shared by every layer: the decoded image, boxes, model/ensemble outputs and the prediction.
 
 Box convention (one format inside the code): ``xyxy`` = ``(x1, y1, x2, y2)`` as float pixels of the
 *original* image, x to the right, y downwards, x2/y2 exclusive edges (so width = x2 - x1). Arrays of boxes
@@ -9,9 +9,12 @@ only where RSNA files, submissions, JSON or API payloads are read or written (``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch only for annotations: this module (and the ONNX serving path) stays torch-free
+    import torch
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,64 @@ def array_to_boxes(array: np.ndarray) -> list[Box]:
     if array.shape[1] == 4:
         return [Box(*map(float, row)) for row in array]
     return [Box(*map(float, row[:5])) for row in array]
+
+
+@dataclass
+class Target:
+    """Ground truth of one image: boxes (N, 4) float32 xyxy in model-input pixels; label 1 = pneumonia opacity."""
+
+    boxes: "torch.Tensor"
+    label: int
+
+
+@dataclass
+class RawOutput:
+    """A model's answer for one image, in model-input pixels.
+
+    probability: image-level pneumonia score in [0, 1] (before the checkpoint's operating thresholds).
+    boxes: float32 (N, 5) xyxy + confidence in [0, 1], descending confidence.
+    heatmap: float32 (S, S) in [0, 1] over the input canvas, or None.
+    """
+
+    probability: float
+    boxes: np.ndarray
+    heatmap: np.ndarray | None = None
+
+
+#: WBF IoU threshold that merges one model's boxes from the plain and the flipped view (single-model TTA)
+TTA_WBF_IOU = 0.55
+
+
+@dataclass(frozen=True)
+class ImageOutput:
+    """One model's answer for one image before operating thresholds, in original pixels.
+
+    probability: image-level score in [0, 1]. views: one float32 (N, 5) xyxy + confidence array per
+    test-time view (1 without TTA, 2 with the flip). heatmap: float32 (h, w) in [0, 1] covering the whole
+    original image (any resolution), or None. image_size: (height, width) of the original image.
+    """
+
+    probability: float
+    views: tuple[np.ndarray, ...]
+    heatmap: np.ndarray | None
+    image_size: tuple[int, int]
+    extra: dict = field(default_factory=dict)
+
+    def boxes(self, iou_thr: float = TTA_WBF_IOU) -> np.ndarray:
+        """The views merged into one (N, 5) array (weighted box fusion when there are several)."""
+        from pneumo.postprocess import fuse_views
+
+        return fuse_views(self.views, iou_thr)
+
+
+@dataclass(frozen=True)
+class FusedOutput:
+    """The ensemble's answer for one image: probability in [0, 1], final (K, 5) xyxy + confidence boxes in
+    original pixels (after gate, box threshold and shrink), the fused heatmap or None."""
+
+    probability: float
+    boxes: np.ndarray
+    heatmap: np.ndarray | None
 
 
 @dataclass(frozen=True)

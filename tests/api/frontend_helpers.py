@@ -45,7 +45,7 @@ def make_model_dir(folder: Path, families: tuple[str, ...] = ("unet", "maskrcnn"
         if histories:
             write_history(folder / f"{family}.history.csv", epochs=3, offset=seed)
     if ensemble:
-        from pneumo.models.ensemble import EnsembleMember, EnsembleSpec, FusionParams
+        from pneumo.ensemble import EnsembleMember, EnsembleSpec, FusionParams
 
         boxes = [f for f in families if f != "chexnet"]
         spec = EnsembleSpec(

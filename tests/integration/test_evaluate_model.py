@@ -16,7 +16,7 @@ from pneumo.data.rsna import read_rsna
 from pneumo.evaluation.rsna_map import mean_average_precision
 from pneumo.models import create_model
 from pneumo.models.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-from pneumo.models.ensemble import EnsembleMember, EnsembleSpec, FusionParams
+from pneumo.ensemble import EnsembleMember, EnsembleSpec, FusionParams
 from pneumo.outputs import read_predictions
 from pneumo.preprocess import Preprocessor
 

@@ -104,7 +104,7 @@ def test_history_csv_covers_the_shipped_training(name: str) -> None:
 
 
 def test_ensemble_spec_card_and_cv_record_agree() -> None:
-    from pneumo.models.ensemble import EnsembleSpec
+    from pneumo.ensemble import EnsembleSpec
 
     spec = EnsembleSpec.load(MODELS / "ensemble.json")
     assert {m.model for m in spec.members} | {spec.classifier.model} == set(CHECKPOINTS)

@@ -16,21 +16,16 @@ import torch
 from torch import nn
 
 from pneumo.errors import ConfigError
-from pneumo.inference.common import ImageOutput, flip_boxes_horizontally
+from pneumo.inference.common import flip_boxes_horizontally
+from pneumo.types import ImageOutput
 from pneumo.models.base import PneumoModel, RawOutput
 from pneumo.models.checkpoint import save_checkpoint
-from pneumo.models.ensemble import (
-    EnsembleMember,
-    EnsembleSpec,
-    FusionParams,
-    evaluate_spec,
-    fuse,
-    tune_ensemble,
-)
+from pneumo.ensemble import EnsembleMember, EnsembleSpec, FusionParams, fuse
 from pneumo.models.registry import register_family, unregister_family
 from pneumo.postprocess import mask_to_boxes
 from pneumo.preprocess import Preprocessor
 from pneumo.service import InferenceService
+from pneumo.training.ensemble_tuning import evaluate_spec, tune_ensemble
 from pneumo.types import XRay, boxes_to_array
 
 SIZE = (100, 100)

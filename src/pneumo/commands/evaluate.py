@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples for 95%% intervals (0 disables; seeded)")
     # --- model mode (owned by the inference code): pneumo evaluate --model MODEL --data DIR [--fold K]
-    from pneumo.inference.evaluate_model import add_model_arguments
+    from pneumo.commands.evaluate_model import add_model_arguments
 
     add_model_arguments(parser)
     parser.set_defaults(func=run)
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from pneumo.errors import ConfigError
 
     if getattr(args, "model", None) is not None:  # model mode: predict first, then the same scoring
-        from pneumo.inference.evaluate_model import run_model
+        from pneumo.commands.evaluate_model import run_model
 
         return run_model(args)
     if args.predictions is None or args.labels is None:

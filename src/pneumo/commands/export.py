@@ -45,7 +45,7 @@ def checkpoints_for(models: list[str], model_dir: str | None) -> list[Path]:
     for model in models:
         _, path = service._resolve(model)
         if path.suffix.lower() == ".json":
-            from pneumo.models.ensemble import EnsembleSpec
+            from pneumo.ensemble import EnsembleSpec
 
             try:
                 spec = EnsembleSpec.load(path)

@@ -4,7 +4,7 @@
   probability threshold (``pneumo.training.thresholds.tune_thresholds``) are written back into the checkpoint
   (atomically; the file and so the model version change; weights do not).
 * ``pneumo tune --ensemble SPEC --data DIR [--fold K]``: the ensemble's fusion values
-  (``pneumo.models.ensemble.tune_ensemble``) are written back into the spec.
+  (``pneumo.training.ensemble_tuning.tune_ensemble``) are written back into the spec.
 
 The fold is the same patient-level split training used (k, seed and limit recorded in the checkpoint; an
 ensemble uses its first member that records one); ``--fold`` defaults to the fold training validated on.
@@ -144,7 +144,7 @@ def _tune_checkpoint(service, args: argparse.Namespace) -> tuple[dict, int]:
 def _tune_ensemble(service, args: argparse.Namespace) -> tuple[dict, int]:
     from pneumo.errors import ConfigError
     from pneumo.inference.predictors import CheckpointPredictor, EnsemblePredictor
-    from pneumo.models.ensemble import tune_ensemble
+    from pneumo.training.ensemble_tuning import tune_ensemble
 
     predictor = service.predictor(args.ensemble)
     if not isinstance(predictor, EnsemblePredictor):

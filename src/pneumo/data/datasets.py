@@ -17,8 +17,8 @@ from torch.utils.data import Dataset
 from pneumo.data.augment import AugmentConfig, augment
 from pneumo.data.cache import ImageCache
 from pneumo.data.records import ImageRecord
-from pneumo.models.base import Target
 from pneumo.preprocess import GeometryRecord
+from pneumo.types import Target
 
 
 class ImageDataset(Dataset):

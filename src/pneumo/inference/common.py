@@ -1,54 +1,21 @@
-"""What every predictor (checkpoint, ensemble, baseline) shares: the unthresholded per-image output, flip
-test-time augmentation, operating thresholds and the final ``Prediction``.
+"""What every predictor (checkpoint, ensemble, baseline) shares: flip test-time augmentation, operating
+thresholds and the final ``Prediction``.
 
-Boxes are float32 ``(N, 5)`` xyxy + confidence. ``ImageOutput`` holds them in *original* pixels, one array
-per test-time view (the plain image, and its horizontal flip already flipped back).
+Boxes are float32 ``(N, 5)`` xyxy + confidence; ``pneumo.types.ImageOutput`` holds them in *original* pixels,
+one array per test-time view (the plain image, and its horizontal flip already flipped back).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
 import numpy as np
 
-from pneumo.postprocess import as_boxes, clip_boxes, sort_by_confidence, weighted_boxes_fusion
-from pneumo.preprocess import resize_float
+from pneumo.postprocess import as_boxes, clip_boxes, sort_by_confidence
 from pneumo.types import Prediction, array_to_boxes
 
-#: WBF IoU threshold that merges one model's boxes from the plain and the flipped view
-TTA_WBF_IOU = 0.55
 #: threshold keys a checkpoint stores (see ``pneumo.training.thresholds``) and their neutral values
 NEUTRAL_THRESHOLDS: dict[str, float] = {"box_threshold": 0.0, "gate_threshold": 0.0, "probability_threshold": 0.5}
-
-
-@dataclass(frozen=True)
-class ImageOutput:
-    """One model's answer for one image before operating thresholds, in original pixels.
-
-    probability: image-level score in [0, 1]. views: one float32 (N, 5) xyxy + confidence array per
-    test-time view (1 without TTA, 2 with the flip). heatmap: float32 (h, w) in [0, 1] covering the whole
-    original image (any resolution), or None. image_size: (height, width) of the original image.
-    """
-
-    probability: float
-    views: tuple[np.ndarray, ...]
-    heatmap: np.ndarray | None
-    image_size: tuple[int, int]
-    extra: dict = field(default_factory=dict)
-
-    def boxes(self, iou_thr: float = TTA_WBF_IOU) -> np.ndarray:
-        """The views merged into one (N, 5) array (weighted box fusion when there are several)."""
-        return fuse_views(self.views, iou_thr)
-
-
-def fuse_views(views: Sequence[np.ndarray], iou_thr: float = TTA_WBF_IOU) -> np.ndarray:
-    """TTA views of one model -> (N, 5): the only view as is, or WBF of all views (equal weights)."""
-    if len(views) == 0:
-        return np.zeros((0, 5), dtype=np.float32)
-    if len(views) == 1:
-        return sort_by_confidence(views[0])
-    return weighted_boxes_fusion(list(views), iou_thr=iou_thr, conf_type="avg")
 
 
 def flip_boxes_horizontally(boxes: np.ndarray, width: float) -> np.ndarray:
@@ -75,20 +42,6 @@ def apply_operating_thresholds(
         return boxes[:0]
     boxes = boxes[boxes[:, 4] >= box_threshold]
     return clip_boxes(boxes, image_size, drop_empty=True)
-
-
-def mean_heatmap(heatmaps: Sequence[np.ndarray | None], weights: Sequence[float] | None = None) -> np.ndarray | None:
-    """Weighted mean of (h_i, w_i) heatmaps over the same image, resized to the largest one; None if none."""
-    pairs = [(h, 1.0 if weights is None else float(weights[i])) for i, h in enumerate(heatmaps) if h is not None]
-    pairs = [(h, w) for h, w in pairs if w > 0]
-    if not pairs:
-        return None
-    shape = max((h.shape for h, _ in pairs), key=lambda s: s[0] * s[1])
-    total = sum(w for _, w in pairs)
-    out = np.zeros(shape, dtype=np.float32)
-    for heat, weight in pairs:
-        out += (weight / total) * resize_float(np.asarray(heat, dtype=np.float32), *shape)
-    return np.clip(out, 0.0, 1.0)
 
 
 def make_prediction(

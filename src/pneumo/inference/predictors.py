@@ -20,14 +20,12 @@ import numpy as np
 from pneumo.errors import InvalidImageError
 from pneumo.inference.common import (
     NEUTRAL_THRESHOLDS,
-    ImageOutput,
     apply_operating_thresholds,
     flip_boxes_horizontally,
     make_prediction,
-    mean_heatmap,
 )
-from pneumo.postprocess import clip_boxes
-from pneumo.types import Prediction, XRay
+from pneumo.postprocess import clip_boxes, mean_heatmap
+from pneumo.types import ImageOutput, Prediction, XRay
 
 #: families whose ``infer`` needs autograd (Grad-CAM), so it cannot run under ``torch.inference_mode``;
 #: a model class can also declare ``infer_needs_autograd = True``
@@ -214,14 +212,14 @@ class CheckpointPredictor(Predictor):
 
 
 class EnsemblePredictor(Predictor):
-    """An ``ensemble.json`` spec over member predictors (``pneumo.models.ensemble`` does the fusion).
+    """An ``ensemble.json`` spec over member predictors (``pneumo.ensemble`` does the fusion).
 
     ``resolve(member_model_string, base_dir)`` returns the member's (cached) predictor.
     """
 
     def __init__(self, path: Path, name: str, resolve: Callable[[str, Path | None], Predictor],
                  card: Path | None = None) -> None:
-        from pneumo.models.ensemble import EnsembleSpec
+        from pneumo.ensemble import EnsembleSpec
 
         self.spec = EnsembleSpec.load(path)
         self.members: dict[str, Predictor] = {key: resolve(key, self.spec.base_dir) for key in self.spec.model_keys}
@@ -248,7 +246,7 @@ class EnsemblePredictor(Predictor):
         return outputs, timings
 
     def _fused(self, xrays: Sequence[XRay], tta: bool | None, heatmap: bool):
-        from pneumo.models.ensemble import fuse
+        from pneumo.ensemble import fuse
 
         outputs, timings = self.member_outputs(xrays, tta=tta, heatmap=heatmap)
         fused = []

@@ -7,34 +7,15 @@ Input: float32 tensor (B, 1, S, S) in [0, 1] from ``pneumo.preprocess.Preprocess
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from pneumo.types import RawOutput, Target
 
-@dataclass
-class Target:
-    """Ground truth of one image: boxes (N, 4) float32 xyxy in input pixels; label 1 = pneumonia opacity."""
-
-    boxes: torch.Tensor
-    label: int
-
-
-@dataclass
-class RawOutput:
-    """A model's answer for one image, in model-input pixels.
-
-    probability: image-level pneumonia score in [0, 1] (before calibration by the checkpoint's thresholds).
-    boxes: float32 (N, 5) xyxy + confidence in [0, 1], descending confidence.
-    heatmap: float32 (S, S) in [0, 1] over the input canvas, or None.
-    """
-
-    probability: float
-    boxes: np.ndarray
-    heatmap: np.ndarray | None = None
+__all__ = ["PneumoModel", "RawOutput", "Target"]
 
 
 class PneumoModel(nn.Module):

@@ -41,7 +41,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from pneumo.training.loop import json_safe
+from pneumo.files import to_jsonable as json_safe
 
 ROOT = Path(__file__).resolve().parents[1]
 

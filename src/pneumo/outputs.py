@@ -1,7 +1,7 @@
 """Writers and readers of pneumo's outputs: Kaggle submission CSV, JSON lines, overlay PNGs.
 
 Boxes in memory are float32 ``(N, 5)`` xyxy + confidence in original pixels; RSNA's ``x y width height``
-appears only in the files. Every writer is atomic (``atomic_write``): readers never see half a file.
+appears only in the files. Every writer is atomic (``pneumo.files.atomic_write``): readers never see half a file.
 
 Submission CSV format (Kaggle RSNA): header ``patientId,PredictionString``; the prediction string repeats
 ``conf x y width height`` per box, highest confidence first, separated by single spaces, empty for no box.
@@ -12,14 +12,12 @@ corners are rounded half-up (x = round(x1), width = round(x2) - round(x1)), so e
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -27,11 +25,11 @@ from typing import IO, Any
 import numpy as np
 
 from pneumo.errors import DataLayoutError, InvalidBoxesError, InvalidImageError
+from pneumo.files import atomic_write
 from pneumo.postprocess import as_boxes, sort_by_confidence
 from pneumo.types import Prediction, boxes_to_array
 
 __all__ = [
-    "atomic_write",
     "format_prediction_string",
     "parse_prediction_string",
     "write_submission_csv",
@@ -50,31 +48,6 @@ SUBMISSION_HEADER = ("patientId", "PredictionString")
 PREDICTION_COLOUR = (255, 120, 0)  # orange
 GROUND_TRUTH_COLOUR = (40, 220, 60)  # green
 CAPTION = "Decision support - not a diagnosis"  # ASCII: Pillow's default font has no em dash
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Write ``path`` all-or-nothing: yields a temporary file in the same folder; on normal exit it is flushed,
-    fsynced and ``os.replace``d onto ``path``; on an exception it is removed and an existing ``path`` is left
-    untouched. ``mode`` is ``"w"`` (text, ``encoding``) or ``"wb"``. The new file keeps the permissions of the
-    file it replaces, else gets 0o644."""
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": encoding, "newline": ""}
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
 
 
 def _round_half_up(values: np.ndarray) -> np.ndarray:

@@ -9,10 +9,10 @@ from PIL import Image
 
 from pneumo import DISCLAIMER
 from pneumo.errors import DataLayoutError, InvalidImageError
+from pneumo.files import atomic_write
 from pneumo.outputs import (
     GROUND_TRUTH_COLOUR,
     PREDICTION_COLOUR,
-    atomic_write,
     prediction_to_record,
     read_predictions,
     read_submission_csv,

@@ -22,6 +22,7 @@ from pneumo.api.render import to_uint8
 from pneumo.api.settings import ApiSettings
 from pneumo.api.store import ResultStore, StoredResult
 from pneumo.api.uploads import Upload
+from pneumo.files import to_jsonable
 from pneumo.types import Box
 
 log = logging.getLogger("pneumo.api")
@@ -119,7 +120,7 @@ def analyse(state: ApiState, upload: Upload, model: str, request_id: str) -> Sto
             "positive": bool(len(truth)),
             "boxes": [Box(*map(float, row)).to_xywh() for row in truth],
         },
-        "member_probabilities": _json_safe(dict(prediction.extra or {}).get("member_probabilities")),
+        "member_probabilities": to_jsonable(dict(prediction.extra or {}).get("member_probabilities")),
         "heatmap_available": prediction.heatmap is not None,
         "filename": upload.filename,
         "links": links(result_id, prediction.heatmap is not None),
@@ -154,8 +155,8 @@ def model_summary(info: Any, default: str) -> dict[str, Any]:
         "name": str(raw.get("name")),
         "family": str(raw.get("family") or ""),
         "version": str(raw.get("version") or ""),
-        "metrics": _json_safe(raw.get("metrics") or {}),
-        "thresholds": _json_safe(raw.get("thresholds") or {}),
+        "metrics": to_jsonable(raw.get("metrics") or {}),
+        "thresholds": to_jsonable(raw.get("thresholds") or {}),
         "card": str(card).replace("\\", "/").rsplit("/", 1)[-1] if card else None,
         "members": [str(m) for m in (raw.get("members") or [])],
         "default": raw.get("name") == default,
@@ -164,17 +165,3 @@ def model_summary(info: Any, default: str) -> dict[str, Any]:
 
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bool, str)) or value is None:
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    return str(value)

@@ -70,7 +70,7 @@ def run_model(args: argparse.Namespace) -> int:
     import tempfile
 
     from pneumo.errors import ConfigError
-    from pneumo.evaluation.report import jsonable
+    from pneumo.files import to_jsonable
     from pneumo.evaluation.scoring import evaluate_predictions
     from pneumo.inference.batch import describe_error, run_files, write_predictions
     from pneumo.inference.predictors import EnsemblePredictor
@@ -154,5 +154,5 @@ def run_model(args: argparse.Namespace) -> int:
     )
     summary = {"model": info.name, "model_version": info.version, **selection.describe(), "n_failed": failures,
                "predictions_file": output, **summary}
-    print(json.dumps(jsonable(summary), allow_nan=False))
+    print(json.dumps(to_jsonable(summary), allow_nan=False))
     return 3 if failures else 0

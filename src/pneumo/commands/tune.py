@@ -49,7 +49,7 @@ def _note(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pneumo.evaluation.report import jsonable
+    from pneumo.files import to_jsonable
     from pneumo.inference.batch import torch_threads_for
     from pneumo.service import InferenceService
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         result, failures = _tune_checkpoint(service, args)
     else:
         result, failures = _tune_ensemble(service, args)
-    print(json.dumps(jsonable(result), allow_nan=False))
+    print(json.dumps(to_jsonable(result), allow_nan=False))
     return 3 if failures else 0
 
 

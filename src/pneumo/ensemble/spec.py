@@ -154,7 +154,7 @@ class EnsembleSpec:
 
     def save(self, path: str | Path) -> Path:
         """Write the spec as indented JSON, atomically."""
-        from pneumo.outputs import atomic_write
+        from pneumo.files import atomic_write
 
         with atomic_write(path) as handle:
             handle.write(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")

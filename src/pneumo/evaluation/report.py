@@ -20,27 +20,10 @@ import numpy as np
 
 from pneumo.evaluation.rsna_map import MapResult
 
-__all__ = ["jsonable", "sort_worst_first", "thumbnail_overlay", "write_report"]
+__all__ = ["sort_worst_first", "thumbnail_overlay", "write_report"]
 
 MAX_TABLE_ROWS = 500
 PER_IMAGE_COLUMNS = ("patientId", "score", "n_gt", "n_pred", "top_confidence", "probability", "label")
-
-
-def jsonable(value: Any) -> Any:
-    """Numpy scalars/arrays -> Python; NaN and infinities -> None (strict JSON); dict keys -> str."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def sort_worst_first(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -94,7 +77,7 @@ def _figure(width: float = 4.6, height: float = 4.0):
 
 
 def _save(figure, path: Path) -> str:
-    from pneumo.outputs import atomic_write
+    from pneumo.files import atomic_write
 
     buffer = io.BytesIO()
     figure.tight_layout()
@@ -196,7 +179,8 @@ def write_report(
     """
     from pneumo import DISCLAIMER
     from pneumo.evaluation import classification as cls
-    from pneumo.outputs import atomic_write, save_png
+    from pneumo.files import atomic_write, to_jsonable
+    from pneumo.outputs import save_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -266,7 +250,7 @@ def write_report(
     metrics["note"] = DISCLAIMER
     metrics["plots"] = plots
     with atomic_write(out / "metrics.json") as handle:
-        json.dump(jsonable(metrics), handle, indent=2, allow_nan=False)
+        json.dump(to_jsonable(metrics), handle, indent=2, allow_nan=False)
 
     ordered = sort_worst_first(per_image)
     with atomic_write(out / "per_image.csv") as handle:

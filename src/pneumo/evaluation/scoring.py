@@ -52,7 +52,8 @@ def evaluate_predictions(
     """
     from pneumo import DISCLAIMER
     from pneumo.evaluation import classification as cls
-    from pneumo.evaluation.report import jsonable, sort_worst_first, thumbnail_overlay, write_report
+    from pneumo.evaluation.report import sort_worst_first, thumbnail_overlay, write_report
+    from pneumo.files import to_jsonable
     from pneumo.evaluation.rsna_map import mean_average_precision
     from pneumo.postprocess import as_boxes
 
@@ -156,8 +157,8 @@ def evaluate_predictions(
             thresholds={"operating": float(threshold)},
             per_image=rows,
             thumbnails=thumbnails,
-            summary=jsonable(summary),
+            summary=to_jsonable(summary),
             title=f"pneumo evaluation{f' — {model_name}' if model_name else ''}",
         )
         summary["report"] = str(index)
-    return jsonable(summary)
+    return to_jsonable(summary)

@@ -5,15 +5,12 @@ Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)`` at opse
 (``check_model_input`` turns ``x.min()`` into a Python float, a data-dependent guard) nor torchvision's
 Mask R-CNN. The tracer records the check as a no-op instead, so ``OnnxModel.infer`` runs the same check on its
 input. Classifier and U-Net graphs have a dynamic batch axis; the detector graph takes one image.
-The file is written atomically (temp file + ``os.replace``) with the ``pneumo.*`` metadata of ``metadata``.
+The file is written atomically (``pneumo.files.atomic_path``) with the ``pneumo.*`` metadata of ``metadata``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +20,7 @@ import numpy as np
 import torch
 
 from pneumo.errors import CheckpointError
+from pneumo.files import atomic_path, to_jsonable
 from pneumo.export.families import INPUT_NAME, adapter
 from pneumo.export.metadata import OnnxMetadata
 
@@ -82,11 +80,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}} if family_adapter.dynamic_batch else \
         {n: {0: "detections"} for n in names}
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # the export is as readable as its checkpoint; nothing lands at `output` unless verification passes
+    with atomic_path(output, permissions=checkpoint.stat().st_mode & 0o7777) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             # the tracer warns about every Python-level shape/branch decision (and that it is the legacy
             # exporter); the graph is checked against torch below instead
@@ -98,7 +93,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
         proto = onnx.load(str(tmp))
         metadata = OnnxMetadata(
             family=loaded.family,
-            config=_plain(loaded.meta.get("config") or {}),
+            config=to_jsonable(loaded.meta.get("config") or {}),
             preprocess=dict(loaded.preprocess),
             thresholds=dict(loaded.thresholds),
             metrics=dict(loaded.metrics),
@@ -114,24 +109,13 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
             entry.key, entry.value = key, value
         proto.doc_string = f"pneumo {loaded.family} model exported from {checkpoint.name}; decision support, not a diagnosis"
         onnx.save(proto, str(tmp))
-        shutil.copymode(checkpoint, tmp)  # the export is as readable as its checkpoint (mkstemp made it 0600)
         diffs = _verify(tmp, graph, size, family_adapter.dynamic_batch, names) if verify else {}
         bad = {k: v for k, v in diffs.items() if not v <= VERIFY_TOLERANCE}
         if bad:
             raise CheckpointError(
                 f"ONNX export of {checkpoint.name} disagrees with torch ({bad}); the export is not usable, nothing written"
             )
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportReport(output, loaded.family, time.perf_counter() - start, output.stat().st_size, diffs)
-
-
-def _plain(config: dict) -> dict:
-    import json
-
-    return json.loads(json.dumps(config, default=str))
 
 
 def _graph_info(opset: int, outputs: list[str], dynamic_batch: bool, size: int, heatmap: str) -> dict:

@@ -79,7 +79,7 @@ class BaselineSpec:
             raise ConfigError(f"baseline spec {path} is not valid JSON: {error.msg}") from None
 
     def save(self, path: str | Path) -> Path:
-        from pneumo.outputs import atomic_write
+        from pneumo.files import atomic_write
 
         with atomic_write(path) as handle:
             handle.write(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -24,9 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
-import os
 import subprocess
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 
 from pneumo.errors import CheckpointError, ConfigError
+from pneumo.files import atomic_write
 from pneumo.models.base import PneumoModel
 
 FORMAT_NAME = "pneumo-checkpoint"
@@ -125,7 +124,7 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
     half: bool = False,
 ) -> Path:
-    """Write ``model`` and its settings to ``path`` atomically (temp file + ``os.replace``); returns the path.
+    """Write ``model`` and its settings to ``path`` atomically (``pneumo.files.atomic_write``); returns the path.
 
     ``config``: the family's config dataclass (or its dict). ``half=True`` stores floating weights as fp16
     (half the size, for shipping); loading always gives a float32 model.
@@ -166,17 +165,8 @@ def save_checkpoint(
         "state_dict": state,
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
     return path
 
 

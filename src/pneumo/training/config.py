@@ -18,6 +18,7 @@ import yaml
 from pneumo.config import apply_file, apply_values, parse_overrides
 from pneumo.data.augment import AugmentConfig
 from pneumo.errors import ConfigError
+from pneumo.files import to_jsonable
 
 MONITORS: dict[str, str] = {"val_map": "max", "val_auc": "max", "val_loss": "min"}
 BALANCE_MODES: tuple[str, ...] = ("sampler", "pos_weight", "none")
@@ -146,7 +147,7 @@ def sync_family(config: TrainConfig) -> TrainConfig:
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """Plain, YAML/JSON-safe dict (tuples become lists)."""
-    return _plain(dataclasses.asdict(config))
+    return to_jsonable(dataclasses.asdict(config))
 
 
 def config_from_dict(family: str, values: dict[str, Any]) -> TrainConfig:
@@ -156,7 +157,7 @@ def config_from_dict(family: str, values: dict[str, Any]) -> TrainConfig:
 
 def save_config_yaml(path: Path, config: TrainConfig, family: str) -> None:
     """Write ``{family: ..., **config}`` as YAML (atomically)."""
-    from pneumo.training.history import atomic_write_bytes
+    from pneumo.files import atomic_write_bytes
 
     text = yaml.safe_dump({"family": family, **config_to_dict(config)}, sort_keys=False)
     atomic_write_bytes(Path(path), text.encode())
@@ -172,11 +173,3 @@ def load_config_yaml(path: Path) -> tuple[str, TrainConfig]:
         raise ConfigError(f"{path} is not a pneumo run config (no 'family' key)")
     family = str(values.pop("family"))
     return family, config_from_dict(family, values)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

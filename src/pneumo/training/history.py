@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from pneumo.errors import CheckpointError
+from pneumo.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -29,20 +28,6 @@ class EpochRecord:
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EpochRecord))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace`` (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_history_csv(path: Path, records: list[EpochRecord]) -> None:

@@ -30,11 +30,12 @@ from torch.utils.data import DataLoader
 
 from pneumo.data.records import ImageRecord
 from pneumo.errors import CheckpointError, ConfigError, TrainingError
+from pneumo.files import atomic_write_bytes, to_jsonable
 from pneumo.models.base import PneumoModel
 from pneumo.training import distributed
 from pneumo.training.config import MONITORS, TrainConfig, config_to_dict, load_config_yaml, save_config_yaml
 from pneumo.training.data_setup import SplitData, prepare
-from pneumo.training.history import EpochRecord, atomic_write_bytes, write_history
+from pneumo.training.history import EpochRecord, write_history
 from pneumo.training.interrupt import StopRequest, stop_on_signals
 from pneumo.training.reproducibility import (
     capture_rng_state,
@@ -509,7 +510,7 @@ class _Trainer:
                 "ranks_identical": len(set(digests)) == 1,
                 "device": str(self.device),
             }
-            atomic_write_bytes(self.run_dir / SUMMARY_FILE, json.dumps(json_safe(summary), indent=2).encode())
+            atomic_write_bytes(self.run_dir / SUMMARY_FILE, json.dumps(to_jsonable(summary), indent=2).encode())
             self.log(
                 f"done: best epoch {result.best_epoch} ({self.config.early_stopping.monitor} "
                 f"{result.best_metrics.get(self.config.early_stopping.monitor, float('nan')):.4f}); "
@@ -630,14 +631,3 @@ def _fit_family_priors(model: PneumoModel, data: SplitData) -> None:
         cache = data.cache
         boxes = [cache.geometry(cache.index_of(r.image_id)).to_input(r.boxes) for r in data.train if r.boxes_known]
         model.set_lung_prior(fit_lung_prior(boxes, cache.size))
-
-
-def json_safe(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf floats become None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from pneumo.errors import CheckpointError
-from pneumo.training.history import EpochRecord, atomic_write_bytes
+from pneumo.files import atomic_write_bytes
+from pneumo.training.history import EpochRecord
 
 STATE_FORMAT = "pneumo-train-state"
 STATE_VERSION = 1

@@ -347,7 +347,7 @@ def as_pairs(outputs: list) -> list[tuple[float, np.ndarray]]:
 def crossfit_map(per_fold_outputs: list[list], per_fold_gts: list[list]) -> tuple[list[float], list[dict]]:
     """Fold k's mAP with box/gate thresholds tuned on the other folds' OOF outputs."""
     from pneumo.evaluation.rsna_map import mean_average_precision
-    from pneumo.inference.common import apply_operating_thresholds
+    from pneumo.types import Thresholds
     from pneumo.training.thresholds import tune_thresholds
 
     maps, chosen = [], []
@@ -357,7 +357,7 @@ def crossfit_map(per_fold_outputs: list[list], per_fold_gts: list[list]) -> tupl
         tuned = tune_thresholds(other_out, other_gt)
         preds = {}
         for i, (probability, boxes) in enumerate(per_fold_outputs[k]):
-            preds[str(i)] = apply_operating_thresholds(probability, boxes, tuned, (1 << 30, 1 << 30))
+            preds[str(i)] = Thresholds.from_dict(tuned).apply(probability, boxes, (1 << 30, 1 << 30))
         gts = {str(i): np.asarray(g) for i, g in enumerate(per_fold_gts[k])}
         maps.append(float(mean_average_precision(preds, gts).map))
         chosen.append({key: tuned[key] for key in ("box_threshold", "gate_threshold")})
@@ -554,11 +554,11 @@ def oof_thresholds(args: argparse.Namespace, name: str) -> dict[str, float]:
     outputs = [o for f in folds for o in as_pairs(f["plain"])]
     records = [rsna[i] for f in folds for i in f["ids"]]
     tuned = tune_thresholds(outputs, [r.boxes for r in records], labels=[int(r.target) for r in records])
-    return operating_thresholds(tuned)
+    return operating_thresholds(tuned).to_dict()
 
 
 def image_hw(path: Path) -> tuple[int, int]:
-    from pneumo.commands.evaluate_model import image_size
+    from pneumo.io.header import image_size
 
     return image_size(Path(path))
 

@@ -69,7 +69,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def to_jsonable(value: Any) -> Any:
     """A strict-JSON copy of ``value``: mappings -> dicts with str keys; lists, tuples, sets and numpy arrays ->
-    lists; numpy scalars -> Python; NaN and infinities -> None; ``Path`` -> str; dataclass instances -> dicts;
+    lists; numpy scalars -> Python; NaN and infinities -> None; ``Path`` -> str; objects with a ``to_dict()`` (``Thresholds``, specs) -> its result; other dataclass
+    instances -> dicts;
     anything else that JSON cannot hold -> ``str(value)``. ``json.dumps(..., allow_nan=False)`` accepts the result."""
     import numpy as np
 
@@ -89,6 +90,8 @@ def to_jsonable(value: Any) -> Any:
         return [to_jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if callable(getattr(value, "to_dict", None)) and not isinstance(value, type):  # its own stored form
+        return to_jsonable(value.to_dict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_jsonable(dataclasses.asdict(value))
     return str(value)

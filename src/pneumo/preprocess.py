@@ -10,10 +10,14 @@ Intensity normalisation (mean/std) happens inside each model, never outside it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from pneumo.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,15 @@ class GeometryRecord:
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """Letterbox to ``size`` px. Saved inside every checkpoint (``to_dict``/``from_dict``)."""
+    """Letterbox to a ``size`` x ``size`` px canvas. Saved inside every checkpoint (``to_dict``/``from_dict``):
+    the one home of a model's input size (no default: a model is always run at the size it was trained at)."""
 
-    size: int = 256
+    size: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or not 8 <= int(self.size) <= 8192:
+            raise ConfigError(f"preprocessor size must be a whole number of pixels in [8, 8192], got {self.size!r}")
+        object.__setattr__(self, "size", int(self.size))
 
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, GeometryRecord]:
         """(H, W) float32 in [0, 1] -> ((size, size) float32 in [0, 1], geometry)."""
@@ -87,8 +97,15 @@ class Preprocessor:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessor":
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "Preprocessor":
+        """The stored settings -> Preprocessor; ``ConfigError`` when the input size is missing or unknown keys appear."""
+        if not isinstance(data, Mapping) or "size" not in data:
+            raise ConfigError("preprocessor settings lack the model input size ('size'); the model cannot be run "
+                              "at the size it was trained at")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown preprocessor setting(s): {', '.join(sorted(map(str, unknown)))}")
+        return cls(**dict(data))
 
 
 def resize_float(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -8,10 +8,14 @@ only where RSNA files, submissions, JSON or API payloads are read or written (``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from pneumo.errors import ConfigError
+from pneumo.postprocess import clip_boxes, fuse_views, sort_by_confidence
 
 if TYPE_CHECKING:  # torch only for annotations: this module (and the ONNX serving path) stays torch-free
     import torch
@@ -148,8 +152,6 @@ class ImageOutput:
 
     def boxes(self, iou_thr: float = TTA_WBF_IOU) -> np.ndarray:
         """The views merged into one (N, 5) array (weighted box fusion when there are several)."""
-        from pneumo.postprocess import fuse_views
-
         return fuse_views(self.views, iou_thr)
 
 
@@ -161,6 +163,57 @@ class FusedOutput:
     probability: float
     boxes: np.ndarray
     heatmap: np.ndarray | None
+
+
+#: threshold names older checkpoints may use -> the names checkpoints store today
+THRESHOLD_ALIASES = {"box_confidence": "box_threshold", "image_gate": "gate_threshold"}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A model's operating point, each in [0, 1]; the defaults are neutral (every box, no gate, 0.5).
+
+    box: keep boxes with confidence >= it. gate: drop every box of an image whose probability is < it.
+    probability: call an image positive when its probability >= it (reporting only; boxes do not depend on it).
+    Checkpoints and JSON store it as ``{"box_threshold", "gate_threshold", "probability_threshold"}``.
+    """
+
+    box: float = 0.0
+    gate: float = 0.0
+    probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("box", "gate", "probability"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                    or not 0.0 <= float(value) <= 1.0:
+                raise ConfigError(f"threshold {name} must be a number in [0, 1], got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    @classmethod
+    def from_dict(cls, data: "Mapping[str, Any] | None", default: "Thresholds | None" = None) -> "Thresholds":
+        """The stored form (old names in ``THRESHOLD_ALIASES`` accepted) -> Thresholds. Missing, non-numeric or
+        non-finite entries keep ``default``'s value (neutral if None); other keys (metrics) are ignored."""
+        base = default or cls()
+        values = {"box": base.box, "gate": base.gate, "probability": base.probability}
+        for key, value in (data or {}).items():
+            key = THRESHOLD_ALIASES.get(key, key)
+            if key.endswith("_threshold") and key[: -len("_threshold")] in values and not isinstance(value, bool) \
+                    and isinstance(value, (int, float)) and np.isfinite(value):
+                values[key[: -len("_threshold")]] = float(value)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"box_threshold": self.box, "gate_threshold": self.gate, "probability_threshold": self.probability}
+
+    def apply(self, probability: float, boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+        """(N, 5) xyxy + confidence boxes in original pixels -> the (K, 5) to show: none when ``probability <
+        gate``, else those with confidence >= ``box``, clipped to the image (``image_size`` = (height, width)),
+        empty ones removed, by descending confidence."""
+        boxes = sort_by_confidence(boxes)
+        if probability < self.gate:
+            return boxes[:0]
+        return clip_boxes(boxes[boxes[:, 4] >= self.box], image_size, drop_empty=True)
 
 
 @dataclass(frozen=True)

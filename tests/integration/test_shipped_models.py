@@ -87,7 +87,7 @@ def test_checkpoint_is_small_fp16_and_its_card_matches(service: InferenceService
     assert f"{stored['cv_map_mean']:.3f} ± {stored['cv_map_std']:.3f}" in text  # the prose quotes the same numbers
     assert "not a diagnosis" in text.lower()
     for key in ("box_threshold", "gate_threshold", "probability_threshold"):
-        assert 0.0 <= info.thresholds[key] <= 1.0
+        assert 0.0 <= info.thresholds.to_dict()[key] <= 1.0
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)

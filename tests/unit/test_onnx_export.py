@@ -134,7 +134,7 @@ def test_stale_export_is_refused(model_dir):
     # auto never uses a stale export: it runs the (new) checkpoint with torch
     predictor = InferenceService(model_dir, backend="auto", num_threads=1).predictor("unet")
     assert type(predictor) is CheckpointPredictor
-    assert predictor.thresholds["box_threshold"] == 0.9
+    assert predictor.thresholds.box == 0.9
 
 
 def test_missing_export_with_onnx_backend_says_how_to_make_it(model_dir):

@@ -18,7 +18,7 @@ from pneumo.models import create_model
 from pneumo.models.checkpoint import save_checkpoint
 from pneumo.preprocess import Preprocessor
 from pneumo.service import InferenceService, default_model_dir
-from pneumo.types import XRay, boxes_to_array
+from pneumo.types import Thresholds, XRay, boxes_to_array
 
 SIZE = 64
 FAMILIES = ("unet", "maskrcnn", "chexnet")
@@ -178,7 +178,7 @@ def test_checkpoint_path_and_available_models(service, model_dir):
     infos = {info.name: info for info in service.available_models()}
     assert sorted(infos) == sorted(FAMILIES)
     assert infos["unet"].family == "unet" and infos["unet"].metrics == {"val_map": 0.0}
-    assert infos["unet"].thresholds == NEUTRAL
+    assert infos["unet"].thresholds == Thresholds() and infos["unet"].thresholds.to_dict() == NEUTRAL
     assert infos["unet"].path == (model_dir / "unet.pt").resolve()
 
 

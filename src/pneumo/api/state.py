@@ -156,7 +156,7 @@ def model_summary(info: Any, default: str) -> dict[str, Any]:
         "family": str(raw.get("family") or ""),
         "version": str(raw.get("version") or ""),
         "metrics": to_jsonable(raw.get("metrics") or {}),
-        "thresholds": to_jsonable(raw.get("thresholds") or {}),
+        "thresholds": to_jsonable(getattr(info, "thresholds", None) or raw.get("thresholds") or {}),  # stored names
         "card": str(card).replace("\\", "/").rsplit("/", 1)[-1] if card else None,
         "members": [str(m) for m in (raw.get("members") or [])],
         "default": raw.get("name") == default,

@@ -41,21 +41,9 @@ def _note(message: str) -> None:
     print(f"pneumo evaluate: {message}", file=sys.stderr)
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from a DICOM header or a PNG/JPEG header, without decoding pixels."""
-    import pydicom
-    from PIL import Image
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
-        return int(ds.Rows), int(ds.Columns)
-    except Exception:  # not DICOM (or no Rows/Columns): try a raster header
-        with Image.open(path) as image:
-            return image.height, image.width
-
-
 def _fit_baseline(selection, out_dir: Path) -> Path:
     from pneumo.inference.baseline import fit_baseline
+    from pneumo.io.header import image_size
 
     train = selection.others or selection.selected
     if not selection.others:
@@ -131,7 +119,7 @@ def run_model(args: argparse.Namespace) -> int:
     output = args.output or (str(Path(args.report) / "predictions.jsonl") if args.report else None)
     if output and predictions:
         write_predictions(Path(output), sorted(predictions.items()))
-    threshold = args.threshold if args.threshold is not None else float(predictor.thresholds["probability_threshold"])
+    threshold = args.threshold if args.threshold is not None else predictor.thresholds.probability
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"--threshold must lie in [0, 1], got {threshold}")
     paths = {r.image_id: Path(r.path) for r in selection.selected}

@@ -105,9 +105,10 @@ def _collect(records, infer, args: argparse.Namespace) -> tuple[list, list, int]
 
 def _tune_checkpoint(service, args: argparse.Namespace) -> tuple[dict, int]:
     from pneumo.errors import ConfigError
-    from pneumo.inference.predictors import CheckpointPredictor, THRESHOLD_ALIASES, file_sha256
+    from pneumo.inference.predictors import CheckpointPredictor, file_sha256
     from pneumo.models.checkpoint import save_checkpoint
     from pneumo.training.thresholds import operating_thresholds, tune_thresholds
+    from pneumo.types import THRESHOLD_ALIASES
 
     predictor = service.predictor(args.model)
     if not isinstance(predictor, CheckpointPredictor):
@@ -116,12 +117,12 @@ def _tune_checkpoint(service, args: argparse.Namespace) -> tuple[dict, int]:
     outputs, gts, failures = _collect(
         selection.selected, lambda xs: predictor.outputs(xs, tta=args.tta, heatmap=False)[0], args)
     tuned = tune_thresholds([(o.probability, o.boxes()) for o in outputs], gts)
-    chosen = operating_thresholds(tuned)
+    chosen = operating_thresholds(tuned).to_dict()
     path = predictor.info.path
     before_sha = predictor.sha256
     result = {
         "model": predictor.info.name, "path": str(path), **selection.describe(), "n_failed": failures,
-        "tta": bool(args.tta), "thresholds_before": predictor.thresholds, "thresholds": chosen,
+        "tta": bool(args.tta), "thresholds_before": predictor.thresholds.to_dict(), "thresholds": chosen,
         "validation": {k: v for k, v in tuned.items() if k not in chosen}, "sha256_before": before_sha,
         "written": not args.dry_run,
     }

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumo.errors import ConfigError
+from pneumo.types import Thresholds
 
 SPEC_TYPE = "ensemble"
 FORMAT_VERSION = 1
@@ -72,13 +73,9 @@ class FusionParams:
             raise ConfigError(f"ensemble fusion tta_flip must be true or false, got {self.tta_flip!r}")
 
     @property
-    def thresholds(self) -> dict[str, float]:
-        """The operating thresholds in the checkpoint vocabulary (``pneumo.training.thresholds``)."""
-        return {
-            "box_threshold": float(self.box_threshold),
-            "gate_threshold": float(self.gate_threshold),
-            "probability_threshold": float(self.probability_threshold),
-        }
+    def thresholds(self) -> Thresholds:
+        """The operating point (box threshold, gate, probability threshold)."""
+        return Thresholds(box=self.box_threshold, gate=self.gate_threshold, probability=self.probability_threshold)
 
 
 @dataclass(frozen=True)

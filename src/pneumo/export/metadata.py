@@ -55,7 +55,9 @@ class OnnxMetadata:
     @property
     def size(self) -> int:
         """Model-input side S in pixels (the graph's input is (B, 1, S, S))."""
-        return int(self.preprocess.get("size", 256))
+        from pneumo.preprocess import Preprocessor
+
+        return Preprocessor.from_dict(self.preprocess).size
 
     def to_props(self) -> dict[str, str]:
         """-> ``{"pneumo.<key>": str}`` for ``ModelProto.metadata_props``."""

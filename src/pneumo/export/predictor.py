@@ -27,8 +27,8 @@ import numpy as np
 
 from pneumo.errors import CheckpointError, ConfigError
 from pneumo.export.exporter import onnx_path_for
-from pneumo.inference.predictors import CheckpointPredictor, ModelInfo, Predictor, normalise_thresholds
-from pneumo.types import Prediction, XRay
+from pneumo.inference.predictors import CheckpointPredictor, ModelInfo, Predictor
+from pneumo.types import Prediction, Thresholds, XRay
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class OnnxPredictor(CheckpointPredictor):
         metadata = self.model.metadata
         self.onnx_path = Path(onnx_path)
         self.device = torch.device("cpu")
-        self.preprocessor = Preprocessor.from_dict(metadata.preprocess) if metadata.preprocess else Preprocessor()
-        self.thresholds = normalise_thresholds(metadata.thresholds)
+        self.preprocessor = Preprocessor.from_dict(metadata.preprocess)
+        self.thresholds = Thresholds.from_dict(metadata.thresholds)
         self.raw_thresholds = dict(metadata.thresholds)
         self.family = metadata.family
         self.meta = read_checkpoint_meta(path)

@@ -10,7 +10,7 @@ import hashlib
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,20 +18,13 @@ from typing import Any
 import numpy as np
 
 from pneumo.errors import InvalidImageError
-from pneumo.inference.common import (
-    NEUTRAL_THRESHOLDS,
-    apply_operating_thresholds,
-    flip_boxes_horizontally,
-    make_prediction,
-)
+from pneumo.inference.common import flip_boxes_horizontally, make_prediction
 from pneumo.postprocess import clip_boxes, mean_heatmap
-from pneumo.types import ImageOutput, Prediction, XRay
+from pneumo.types import ImageOutput, Prediction, Thresholds, XRay
 
 #: families whose ``infer`` needs autograd (Grad-CAM), so it cannot run under ``torch.inference_mode``;
 #: a model class can also declare ``infer_needs_autograd = True``
 AUTOGRAD_FAMILIES = frozenset({"chexnet"})
-#: threshold names older checkpoints may use -> the names of ``pneumo.training.thresholds``
-THRESHOLD_ALIASES = {"box_confidence": "box_threshold", "image_gate": "gate_threshold"}
 
 
 @dataclass(frozen=True)
@@ -43,26 +36,15 @@ class ModelInfo:
     version: str
     path: Path
     metrics: dict[str, Any] = field(default_factory=dict)
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: Thresholds = field(default_factory=Thresholds)
     card: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "family": self.family, "version": self.version, "path": str(self.path),
-            "metrics": self.metrics, "thresholds": self.thresholds,
+            "metrics": self.metrics, "thresholds": self.thresholds.to_dict(),
             "card": None if self.card is None else str(self.card),
         }
-
-
-def normalise_thresholds(thresholds: Mapping[str, Any] | None) -> dict[str, float]:
-    """A checkpoint's thresholds dict -> ``box_threshold``, ``gate_threshold``, ``probability_threshold``
-    (missing ones neutral: keep every box, no gate, 0.5). Non-numeric entries (e.g. nested dicts) are ignored."""
-    out = dict(NEUTRAL_THRESHOLDS)
-    for key, value in (thresholds or {}).items():
-        key = THRESHOLD_ALIASES.get(key, key)
-        if key in out and isinstance(value, (int, float)) and np.isfinite(value):
-            out[key] = float(value)
-    return out
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -124,8 +106,8 @@ class CheckpointPredictor(Predictor):
         loaded = load_checkpoint(path, map_location=device)
         self.model = loaded.model.eval()
         self.device = torch.device(device)
-        self.preprocessor = Preprocessor.from_dict(loaded.preprocess) if loaded.preprocess else Preprocessor()
-        self.thresholds = normalise_thresholds(loaded.thresholds)
+        self.preprocessor = Preprocessor.from_dict(loaded.preprocess)  # load_checkpoint refused one without it
+        self.thresholds = Thresholds.from_dict(loaded.thresholds)
         self.raw_thresholds = dict(loaded.thresholds)
         self.family = loaded.family
         self.meta = loaded.meta
@@ -201,7 +183,7 @@ class CheckpointPredictor(Predictor):
         predictions = []
         for output, timing in zip(outputs, timings):
             t0 = time.perf_counter()
-            boxes = apply_operating_thresholds(output.probability, output.boxes(), self.thresholds, output.image_size)
+            boxes = self.thresholds.apply(output.probability, output.boxes(), output.image_size)
             timing = {**timing, "postprocess": timing["postprocess"] + _ms(time.perf_counter() - t0)}
             predictions.append(make_prediction(
                 probability=output.probability, boxes=boxes, heatmap=output.heatmap, model=self.info.name,
@@ -284,7 +266,7 @@ class BaselinePredictor(Predictor):
         from pneumo.inference.baseline import BaselineSpec
 
         self.spec = BaselineSpec.load(path)
-        self.thresholds = dict(NEUTRAL_THRESHOLDS, probability_threshold=float(self.spec.probability))
+        self.thresholds = Thresholds(probability=float(self.spec.probability))
         self.info = ModelInfo(
             name=name, family="baseline", version=f"baseline-{__version__}+{self.spec.sha256[:8]}", path=Path(path),
             metrics={"n_train_images": self.spec.n_train_images}, thresholds=self.thresholds, card=card,

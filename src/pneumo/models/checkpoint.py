@@ -37,6 +37,8 @@ import torch
 from pneumo.errors import CheckpointError, ConfigError
 from pneumo.files import atomic_write
 from pneumo.models.base import PneumoModel
+from pneumo.preprocess import Preprocessor
+from pneumo.types import Thresholds
 
 FORMAT_NAME = "pneumo-checkpoint"
 FORMAT_VERSION = 1
@@ -112,13 +114,26 @@ def _plain(value: Any, where: str) -> Any:
     raise CheckpointError(f"cannot store {where} of type {type(value).__name__} in a checkpoint; use plain values")
 
 
+def _preprocessor(settings: Any, where: str) -> Preprocessor:
+    """The stored preprocessing -> ``Preprocessor``; a checkpoint without its input size is refused."""
+    if isinstance(settings, Preprocessor):
+        return settings
+    try:
+        return Preprocessor.from_dict(settings)
+    except ConfigError as error:
+        raise CheckpointError(
+            f"checkpoint {where}: {error}. pneumo no longer guesses a size (it used to run such models at 256 px); "
+            "re-save the checkpoint with its training preprocessing (preprocess={'size': S})"
+        ) from None
+
+
 def save_checkpoint(
     path: str | Path,
     model: PneumoModel,
     *,
     config: Any,
-    preprocess: Mapping[str, Any],
-    thresholds: Mapping[str, Any],
+    preprocess: Preprocessor | Mapping[str, Any],
+    thresholds: Thresholds | Mapping[str, Any],
     metrics: Mapping[str, Any],
     data_fingerprint: str,
     extra: Mapping[str, Any] | None = None,
@@ -141,6 +156,7 @@ def save_checkpoint(
         config_dict = _plain(dataclasses.asdict(config), "config")
     else:
         raise CheckpointError(f"config must be a {config_cls.__name__} or a dict, got {type(config).__name__}")
+    preprocessor = _preprocessor(preprocess, str(path))
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key, tensor in model.state_dict().items():
         t = tensor.detach().cpu().clone()
@@ -152,8 +168,8 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "family": family,
         "config": config_dict,
-        "preprocess": _plain(dict(preprocess), "preprocess"),
-        "thresholds": _plain(dict(thresholds), "thresholds"),
+        "preprocess": _plain(preprocessor.to_dict(), "preprocess"),
+        "thresholds": _plain(thresholds.to_dict() if isinstance(thresholds, Thresholds) else dict(thresholds), "thresholds"),
         "metrics": _plain(dict(metrics), "metrics"),
         "data_fingerprint": str(data_fingerprint),
         "code_version": code_version(),
@@ -229,6 +245,7 @@ def load_checkpoint(path: str | Path, expected_family: str | None = None, map_lo
             f"checkpoint {path} fails its integrity check (weights sha256 {actual[:12]}... != recorded "
             f"{str(payload['state_dict_sha256'])[:12]}...); the file was altered or damaged: re-copy it"
         )
+    _preprocessor(payload.get("preprocess"), str(path))
     try:
         from pneumo.config import apply_values
 

@@ -49,6 +49,7 @@ from pneumo.training.schedule import build_scheduler
 from pneumo.training.state import STATE_FILE, Progress, load_state, save_state
 from pneumo.training.thresholds import DEFAULT_THRESHOLDS, operating_thresholds
 from pneumo.training.validation import ValidationResult, move_targets, validate
+from pneumo.types import Thresholds
 
 BEST_FILE = "best.pt"
 LAST_FILE = "last.pt"
@@ -425,7 +426,7 @@ class _Trainer:
 
         metrics = {**val.metrics, "train_loss": float(train_loss), "epoch": epoch}
         if self.main:
-            thresholds = operating_thresholds(val.tuned) if val.tuned else dict(DEFAULT_THRESHOLDS)
+            thresholds = operating_thresholds(val.tuned) if val.tuned else DEFAULT_THRESHOLDS
             self._save_checkpoint(LAST_FILE, metrics, thresholds, val.tuned, epoch)
             if improved:  # best.pt = this epoch's last.pt
                 atomic_write_bytes(self.run_dir / BEST_FILE, (self.run_dir / LAST_FILE).read_bytes())
@@ -439,7 +440,7 @@ class _Trainer:
         )
 
     # ---- saving -------------------------------------------------------------------------------------------
-    def _save_checkpoint(self, name: str, metrics: dict, thresholds: dict, tuned: dict, epoch: int) -> None:
+    def _save_checkpoint(self, name: str, metrics: dict, thresholds: Thresholds, tuned: dict, epoch: int) -> None:
         from pneumo.models.checkpoint import save_checkpoint
 
         save_checkpoint(

@@ -13,7 +13,7 @@ The first two maximise the RSNA mAP over a grid; ties go to the lowest box thres
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,12 +22,13 @@ from pneumo.errors import MetricInputError
 from pneumo.evaluation.classification import confusion_at_threshold, roc_auc, youden_threshold
 from pneumo.evaluation.rsna_map import image_score
 from pneumo.postprocess import as_boxes, sort_by_confidence
+from pneumo.types import Thresholds
 
 #: default grids: box confidence 0.05 .. 0.95 step 0.05; gate 0 (no gate) then 0.05 .. 0.95
 BOX_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 GATE_GRID: tuple[float, ...] = (0.0,) + BOX_GRID
 #: used when a threshold cannot be tuned (e.g. a validation fold with one class)
-DEFAULT_THRESHOLDS: dict[str, float] = {"box_threshold": 0.5, "gate_threshold": 0.0, "probability_threshold": 0.5}
+DEFAULT_THRESHOLDS = Thresholds(box=0.5, gate=0.0, probability=0.5)
 
 
 def _unpack(output: Any) -> tuple[float, np.ndarray]:
@@ -114,7 +115,7 @@ def tune_thresholds(
     """
     scores, probabilities, has_gt = score_table(outputs, gts, box_grid)
     table = map_grid(scores, probabilities, has_gt, gate_grid)
-    result: dict[str, float] = dict(DEFAULT_THRESHOLDS)
+    result: dict[str, float] = DEFAULT_THRESHOLDS.to_dict()
     if np.isfinite(table).any():
         flat = np.where(np.isfinite(table), table, -np.inf)
         best = np.flatnonzero(flat == flat.max())
@@ -144,6 +145,6 @@ def tune_thresholds(
     return result
 
 
-def operating_thresholds(tuned: dict[str, float]) -> dict[str, float]:
-    """Only the three thresholds of a ``tune_thresholds`` result (what a checkpoint stores)."""
-    return {key: float(tuned[key]) for key in DEFAULT_THRESHOLDS}
+def operating_thresholds(tuned: Mapping[str, float]) -> Thresholds:
+    """The three thresholds of a ``tune_thresholds`` result (what a checkpoint stores)."""
+    return Thresholds(box=tuned["box_threshold"], gate=tuned["gate_threshold"], probability=tuned["probability_threshold"])

@@ -131,7 +131,7 @@ def compute_metrics(outputs: list[tuple[float, np.ndarray]], records: Sequence[I
     scored = [i for i, r in enumerate(records) if getattr(r, "boxes_known", True)]
     tuned = tune_thresholds(
         [outputs[i] for i in scored], [records[i].boxes for i in scored], labels=[labels[i] for i in scored]
-    ) if scored else {**DEFAULT_THRESHOLDS, "map": float("nan")}
+    ) if scored else {**DEFAULT_THRESHOLDS.to_dict(), "map": float("nan")}
     probabilities = np.asarray([p for p, _ in outputs], dtype=np.float64)
     auc = roc_auc(probabilities, labels) if len(outputs) else float("nan")
     if scored and len(scored) != len(records):  # Youden's J over every labelled image, not only boxed ones

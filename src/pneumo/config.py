@@ -1,7 +1,7 @@
 """Configuration: dataclasses with defaults, YAML files holding values only, ``--set key=value`` overrides.
 
-Nothing is read at import time. ``resolve_config(cls, file, overrides)`` gives the final config, which runs
-save next to their outputs (``to_dict``).
+Nothing is read at import time. ``apply_values(apply_file(cls(), file), parse_overrides(overrides))`` gives the final config, which runs
+save next to their outputs (``dataclasses.asdict``).
 """
 
 from __future__ import annotations
@@ -93,13 +93,3 @@ def apply_file(config: T, file: str | Path | None) -> T:
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {file} must hold a mapping of key: value")
     return apply_values(config, loaded)
-
-
-def resolve_config(cls: type[T], file: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls`` <- values in YAML ``file`` <- ``--set`` ``overrides``."""
-    return apply_values(apply_file(cls(), file), parse_overrides(overrides))
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """Dataclass -> plain dict (for YAML/JSON and checkpoints)."""
-    return dataclasses.asdict(config)

@@ -1,4 +1,4 @@
-"""Box post-processing: validation, IoU, NMS, weighted box fusion, shrink, filters, masks/heatmaps -> boxes.
+"""Box post-processing: validation, IoU, weighted box fusion, shrink, clipping, masks/heatmaps -> boxes.
 
 Every array of boxes here is float32 ``(N, 4)`` xyxy, or ``(N, 5)`` with the confidence as the last column,
 in the pixels of whatever image the caller works in (normally the original image; see ``pneumo.types``).
@@ -18,10 +18,8 @@ __all__ = [
     "as_boxes",
     "iou_matrix",
     "sort_by_confidence",
-    "nms",
     "weighted_boxes_fusion",
     "shrink_boxes",
-    "filter_boxes",
     "clip_boxes",
     "mask_to_boxes",
     "heatmap_to_boxes",
@@ -79,26 +77,6 @@ def sort_by_confidence(boxes: np.ndarray) -> np.ndarray:
     """``(N, 5)`` -> the same rows by descending confidence (stable: equal confidences keep their order)."""
     boxes = as_boxes(boxes, 5)
     return boxes[np.argsort(-boxes[:, 4], kind="stable")]
-
-
-def nms(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression: ``(N, 5)`` -> ``(K, 5)`` by descending confidence.
-
-    A box is dropped when its IoU with an already kept, higher-confidence box is greater than
-    ``iou_threshold`` (the torchvision convention).
-    """
-    boxes = sort_by_confidence(boxes)
-    if len(boxes) == 0:
-        return boxes
-    iou = iou_matrix(boxes, boxes)
-    suppressed = np.zeros(len(boxes), dtype=bool)
-    keep: list[int] = []
-    for i in range(len(boxes)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= iou[i] > iou_threshold
-    return boxes[keep]
 
 
 def weighted_boxes_fusion(
@@ -184,16 +162,6 @@ def shrink_boxes(boxes: np.ndarray, factor: float) -> np.ndarray:
     out[:, 0], out[:, 2] = cx - half_w, cx + half_w
     out[:, 1], out[:, 3] = cy - half_h, cy + half_h
     return out.astype(np.float32)
-
-
-def filter_boxes(boxes: np.ndarray, min_conf: float = 0.0, relative_to_top: float | None = None) -> np.ndarray:
-    """Keep ``(N, 5)`` boxes with confidence >= ``min_conf`` and, if ``relative_to_top`` is given, >=
-    ``relative_to_top`` x the highest confidence (the RSNA 2nd place used 0.5). Sorted by confidence."""
-    boxes = sort_by_confidence(boxes)
-    keep = boxes[:, 4] >= min_conf
-    if relative_to_top is not None and len(boxes):
-        keep &= boxes[:, 4] >= relative_to_top * boxes[:, 4].max()
-    return boxes[keep]
 
 
 def clip_boxes(boxes: np.ndarray, image_size: tuple[int, int], drop_empty: bool = False) -> np.ndarray:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pneumo.errors import CheckpointError, ConfigError, UnknownModelError
-from pneumo.types import ImageOutput
+from pneumo.export import BACKENDS  # torch-free: the ONNX machinery is imported on first use
 from pneumo.inference.predictors import (
     BaselinePredictor,
     CheckpointPredictor,
@@ -27,7 +27,7 @@ from pneumo.inference.predictors import (
     ModelInfo,
     Predictor,
 )
-from pneumo.types import Prediction, XRay
+from pneumo.types import ImageOutput, Prediction, XRay
 
 __all__ = ["InferenceService", "ModelInfo", "SHIPPED_MODELS", "BACKENDS", "default_model_dir"]
 
@@ -39,9 +39,6 @@ SHIPPED_MODELS: dict[str, str] = {
     "ensemble": "ensemble.json",
     "baseline": "baseline.json",
 }
-#: inference backends: "auto" (per family, the faster one where an up-to-date ONNX export exists), "torch",
-#: "onnx" (every checkpoint from its export; see pneumo.export.predictor)
-BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
 MODEL_DIR_ENV = "PNEUMO_MODEL_DIR"
 BACKEND_ENV = "PNEUMO_BACKEND"
 THREADS_ENV = "PNEUMO_TORCH_THREADS"
@@ -139,8 +136,6 @@ class InferenceService:
         if path.suffix.lower() in (".pt", ".pth", ".json") or os.sep in text:
             raise CheckpointError(f"checkpoint {text} does not exist; available models: {self._available_text()}")
         raise UnknownModelError(f"unknown model {text!r}; available: {self._available_text()}")
-
-    _resolve = resolve  # kept for callers written against the first version
 
     def _available_text(self) -> str:
         names = self.installed_names()

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pneumo.cli import COMMAND_MODULES, main
-from pneumo.config import apply_values, parse_overrides, resolve_config
+from pneumo.config import apply_file, apply_values, parse_overrides
 from pneumo.errors import ConfigError
 
 
@@ -33,7 +33,7 @@ def test_help_lists_every_command(capsys):
 def test_overrides_are_typed_and_nested(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 0.5\ninner:\n  depth: 34\n")
-    config = resolve_config(Outer, path, ["flip=false", "sizes=128,256", "maybe=0.25", "name=y"])
+    config = apply_values(apply_file(Outer(), path), parse_overrides(["flip=false", "sizes=128,256", "maybe=0.25", "name=y"]))
     assert config == Outer(lr=0.5, name="y", flip=False, sizes=(128, 256), inner=Inner(34), maybe=0.25)
     assert apply_values(Outer(), {"inner.depth": "50"}).inner.depth == 50
 
@@ -41,5 +41,5 @@ def test_overrides_are_typed_and_nested(tmp_path):
 @pytest.mark.parametrize("bad", [["nokey=1"], ["lr=abc"], ["flip=maybe"], ["noequals"]])
 def test_bad_overrides_raise_config_error(bad):
     with pytest.raises(ConfigError):
-        resolve_config(Outer, None, bad)
+        apply_values(apply_file(Outer(), None), parse_overrides(bad))
     assert parse_overrides(["a=b=c"]) == {"a": "b=c"}

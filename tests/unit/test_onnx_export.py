@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from pneumo.errors import CheckpointError, ConfigError
-from pneumo.export import predictor as backend_choice
 from pneumo.export.exporter import export_checkpoint, onnx_path_for
 from pneumo.export.families import adapter
 from pneumo.export.metadata import OnnxMetadata, read_metadata
@@ -147,11 +146,9 @@ def test_missing_export_with_onnx_backend_says_how_to_make_it(model_dir):
 # ---- backend selection --------------------------------------------------------------------------------------
 
 
-def test_auto_follows_the_preferred_backend_per_family(model_dir, monkeypatch):
-    assert backend_choice.PREFERRED_BACKENDS["unet"] == "onnx"
+def test_auto_prefers_an_up_to_date_onnx_export_on_the_cpu(model_dir):
     assert type(InferenceService(model_dir, num_threads=1).predictor("unet")) is OnnxPredictor
-    monkeypatch.setitem(backend_choice.PREFERRED_BACKENDS, "unet", "torch")
-    assert type(InferenceService(model_dir, num_threads=1).predictor("unet")) is CheckpointPredictor
+    assert type(InferenceService(model_dir, backend="torch", num_threads=1).predictor("unet")) is CheckpointPredictor
     assert type(InferenceService(model_dir, backend="onnx", num_threads=1).predictor("unet")) is OnnxPredictor
 
 

@@ -7,11 +7,9 @@ from pneumo.errors import ConfigError, InvalidBoxesError
 from pneumo.postprocess import (
     as_boxes,
     clip_boxes,
-    filter_boxes,
     heatmap_to_boxes,
     iou_matrix,
     mask_to_boxes,
-    nms,
     shrink_boxes,
     weighted_boxes_fusion,
 )
@@ -44,14 +42,6 @@ def test_as_boxes_validates():
     for bad in ([[0, 0, 1]], [[2, 0, 1, 1]], [[0, 0, np.inf, 1]]):
         with pytest.raises(InvalidBoxesError):
             as_boxes(bad, 4)
-
-
-def test_nms_keeps_the_best_of_overlapping_and_all_disjoint():
-    boxes = b5([0, 0, 10, 10, 0.6], [0, 0, 10, 9, 0.9], [50, 50, 60, 60, 0.3])  # first two: IoU 0.9
-    kept = nms(boxes, 0.5)
-    np.testing.assert_allclose(kept, b5([0, 0, 10, 9, 0.9], [50, 50, 60, 60, 0.3]))
-    assert len(nms(boxes, 0.95)) == 3  # IoU 0.9 is not above 0.95
-    assert nms(b5(), 0.5).shape == (0, 5)
 
 
 def test_wbf_of_identical_boxes_from_two_models_is_that_box():
@@ -95,12 +85,6 @@ def test_shrink_keeps_centre_and_scales_size():
     np.testing.assert_allclose(out, b5([12.5, 25, 47.5, 95, 0.7]))
     np.testing.assert_allclose((out[:, :2] + out[:, 2:4]) / 2, (boxes[:, :2] + boxes[:, 2:4]) / 2)
     assert shrink_boxes(boxes[:, :4], 0.5).shape == (1, 4)
-
-
-def test_filter_boxes_absolute_and_relative_to_top():
-    boxes = b5([0, 0, 1, 1, 0.2], [0, 0, 1, 1, 0.9], [0, 0, 1, 1, 0.4], [0, 0, 1, 1, 0.5])
-    assert filter_boxes(boxes, 0.3)[:, 4].tolist() == pytest.approx([0.9, 0.5, 0.4])
-    assert filter_boxes(boxes, 0.3, relative_to_top=0.5)[:, 4].tolist() == pytest.approx([0.9, 0.5])
 
 
 def test_clip_boxes():

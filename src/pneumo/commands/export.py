@@ -43,7 +43,7 @@ def checkpoints_for(models: list[str], model_dir: str | None) -> list[Path]:
     service = InferenceService(model_dir, backend="torch")
     found: list[Path] = []
     for model in models:
-        _, path = service._resolve(model)
+        _, path = service.resolve(model)
         if path.suffix.lower() == ".json":
             from pneumo.ensemble import EnsembleSpec
 
@@ -51,7 +51,7 @@ def checkpoints_for(models: list[str], model_dir: str | None) -> list[Path]:
                 spec = EnsembleSpec.load(path)
             except ConfigError as error:
                 raise ConfigError(f"{path} is not an ensemble spec of checkpoints, nothing to export ({error})") from None
-            members = [service._resolve(key, spec.base_dir)[1] for key in spec.model_keys]
+            members = [service.resolve(key, spec.base_dir)[1] for key in spec.model_keys]
             found.extend(p for p in members if p.suffix.lower() != ".json")
         else:
             found.append(path)

@@ -9,5 +9,9 @@
 * ``predictor`` - the ``InferenceService`` seam: picks torch or ONNX per family (see
   docs/decisions/0005-onnx-backend.md).
 
-Nothing here imports onnx/onnxruntime at package import time.
+Nothing here imports onnx/onnxruntime (or torch) at package import time.
 """
+
+#: inference backends (``InferenceService(backend=...)``): "auto" (ONNX Runtime where an up-to-date export exists
+#: on the CPU, else PyTorch), "torch", "onnx" (every checkpoint from its export); see ``predictor``
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")

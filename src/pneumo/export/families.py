@@ -16,7 +16,7 @@ the ONNX outputs go through the *same* post-processing function as the torch ``i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +126,3 @@ def adapter(family: str) -> FamilyAdapter:
         raise ConfigError(
             f"model family {family!r} has no ONNX export; exportable: {', '.join(sorted(ADAPTERS))}"
         ) from None
-
-
-def exportable_families() -> Sequence[str]:
-    return sorted(ADAPTERS)

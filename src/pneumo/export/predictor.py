@@ -5,8 +5,8 @@ Backends (``InferenceService(backend=...)``):
 * ``"torch"``: every checkpoint with PyTorch.
 * ``"onnx"``: every checkpoint with ONNX Runtime from its export ``<checkpoint stem>.onnx`` beside it; a
   missing or stale export is an error (``CheckpointError``) telling the user to run ``pneumo export``.
-* ``"auto"``: per family, the backend measured faster on CPU (``PREFERRED_BACKENDS``, from bench/RESULTS.md and
-  docs/decisions/0005-onnx-backend.md), where that is ONNX and an up-to-date export exists; otherwise torch.
+* ``"auto"``: ONNX Runtime (measured faster on CPU for every family: bench/RESULTS.md and
+  docs/decisions/0005-onnx-backend.md) where an up-to-date export exists and the device is the CPU; else torch.
   A stale export is skipped with a logged warning (never used).
 
 ``OnnxPredictor`` is a ``CheckpointPredictor`` whose model is an ``OnnxModel``: the same preprocessing, TTA,
@@ -26,17 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from pneumo.errors import CheckpointError, ConfigError
+from pneumo.export import BACKENDS
 from pneumo.export.exporter import onnx_path_for
 from pneumo.inference.predictors import CheckpointPredictor, ModelInfo, Predictor
 from pneumo.types import Prediction, Thresholds, XRay
 
 log = logging.getLogger(__name__)
 
-BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
-#: the faster backend per family on the 2-core CPU machine at serving sizes (bench/RESULTS.md, "Backends";
-#: docs/decisions/0005-onnx-backend.md): ONNX Runtime for all three (Mask R-CNN only ~5 % faster with 1 thread,
-#: but several times faster with 2 threads on a busy machine, where PyTorch's OpenMP threads stall)
-PREFERRED_BACKENDS: dict[str, str] = {"chexnet": "onnx", "unet": "onnx", "maskrcnn": "onnx"}
+#: "auto" prefers ONNX Runtime for every family: it was measured faster for all three on the 2-core CPU machine
+#: at serving sizes (bench/RESULTS.md, "Backends"; docs/decisions/0005-onnx-backend.md; Mask R-CNN only ~5 %
+#: faster with 1 thread, but several times faster with 2 threads on a busy machine)
 
 
 class OnnxPredictor(CheckpointPredictor):
@@ -78,16 +77,6 @@ class OnnxPredictor(CheckpointPredictor):
                 for p in super().predict(xrays, tta=tta, heatmap=heatmap)]
 
 
-def checkpoint_family(path: Path) -> str | None:
-    """The family a checkpoint declares (reads its metadata only), or None if unreadable."""
-    from pneumo.models.checkpoint import read_checkpoint_meta
-
-    try:
-        return str(read_checkpoint_meta(path).get("family"))
-    except CheckpointError:
-        return None
-
-
 def onnx_predictor(path: Path, name: str, *, backend: str, device: str = "cpu", card: Path | None = None,
                    num_threads: int | None = None) -> Predictor | None:
     """An ``OnnxPredictor`` for the checkpoint at ``path`` when ``backend`` says so, else None (use torch).
@@ -110,7 +99,7 @@ def onnx_predictor(path: Path, name: str, *, backend: str, device: str = "cpu", 
             )
         return OnnxPredictor(path, name, onnx_file, card=card, num_threads=num_threads)
     # auto
-    if device != "cpu" or not onnx_file.is_file() or PREFERRED_BACKENDS.get(checkpoint_family(path) or "") != "onnx":
+    if device != "cpu" or not onnx_file.is_file():
         return None
     try:
         return OnnxPredictor(path, name, onnx_file, card=card, num_threads=num_threads)

@@ -43,13 +43,13 @@ def split(records: Sequence[ImageRecord], config: TrainConfig) -> tuple[list[Ima
 
 
 def check_split(train: Sequence[ImageRecord], val: Sequence[ImageRecord]) -> None:
-    """``DataLayoutError`` unless both lists are non-empty and patient-disjoint, or the very same images
-    (an in-sample "validation", e.g. the all-data retrain)."""
+    """``DataLayoutError`` unless both lists are non-empty and patient-disjoint, or every validation image is a
+    training image (an in-sample "validation", e.g. the all-data retrain)."""
     if not train or not val:
         raise DataLayoutError(
             f"the split left {len(train)} training and {len(val)} validation images; use more patients or fewer folds"
         )
-    if {r.image_id for r in train} == {r.image_id for r in val}:
+    if {r.image_id for r in val} <= {r.image_id for r in train}:
         return
     shared = {r.patient_id for r in train} & {r.patient_id for r in val}
     if shared:

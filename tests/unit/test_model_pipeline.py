@@ -130,8 +130,9 @@ def test_several_data_folders_merge_patient_disjoint(rsna_mini, shared_data, tmp
         assert not {r.patient_id for r in train} & {r.patient_id for r in val}
         assert len(train) + len(val) == 1247 and abs(len(val) - 1247 / 5) <= 1
     assert read_rsna_folders([plus, rsna_mini])[0].image_id == merged[0].image_id  # folder order does not matter
-    with pytest.raises(DataLayoutError, match="two data folders"):
+    with pytest.raises(DataLayoutError, match="210 image.*two data folders") as error:
         read_rsna_folders([rsna_mini, rsna_mini])
+    assert not any(r.image_id in str(error.value) for r in merged)  # no patient identifier in the message
     with pytest.raises(DataLayoutError, match="not a Kaggle RSNA layout"):
         read_rsna_folders([shared_data / "nih-weak"])
 
@@ -183,6 +184,53 @@ def test_a_half_written_or_foreign_oof_pair_is_not_trusted(tmp_path):
     with pytest.raises(ValueError, match="outputs for"):
         save_oof(tmp_path / "bad", OOFOutputs(["a", "b"], "last.pt", {"plain": []}))
     assert not (tmp_path / "bad").exists()
+
+
+def _synthetic_oof(rng: np.random.Generator, gts: list[list[np.ndarray]], noise: float) -> list[OOFOutputs]:
+    """Per fold, outputs whose boxes are the ground truth moved by ``noise`` px (a fixed box for negatives)."""
+    folds = []
+    for k, fold in enumerate(gts):
+        outputs = []
+        for g in fold:
+            boxes = g + rng.normal(0, noise, g.shape) if len(g) else np.array([[300.0, 300.0, 500.0, 600.0]])
+            view = np.hstack([boxes, rng.uniform(0.3, 0.9, (len(boxes), 1))]).astype(np.float32)
+            probability = rng.uniform(0.5, 0.9) if len(g) else rng.uniform(0.1, 0.6)
+            outputs.append(ImageOutput(float(probability), (view,), None, (1024, 1024)))
+        folds.append(OOFOutputs([f"{k}-{i}" for i in range(len(fold))], "last.pt", {"plain": outputs}))
+    return folds
+
+
+@pytest.mark.slow  # five runs of the ensemble tuning grid: about 15 s
+def test_the_ensemble_is_cross_fitted_then_tuned_on_every_oof_output(tmp_path):
+    from pneumo.models.ensemble import tune_ensemble
+    from pneumo.models.ensemble import EnsembleMember, EnsembleSpec, FusionParams, evaluate_spec
+    from pneumo.training.report import ensemble_figures
+
+    rng = np.random.default_rng(0)
+    box = np.array([[200.0, 250.0, 420.0, 700.0]], dtype=np.float32)
+    gts = [[box + 40 * i if i % 2 else np.zeros((0, 4), np.float32) for i in range(4)] for _ in range(3)]
+    labels = [[int(len(g) > 0) for g in fold] for fold in gts]
+    oof = {"ux": _synthetic_oof(rng, gts, 25.0), "cx": _synthetic_oof(rng, gts, 0.0)}
+    summary = {"shipped_experiments": {"unet": "ux", "chexnet": "cx"}, "split_seed": 0, "data": {"dirs": ["x"]}}
+    result = ensemble_figures(_pipeline((), tmp_path), summary, oof, gts, labels)
+    assert result["ensemble_variant"] == "plain" and set(result["ensemble"]) == {"plain"}  # no TTA outputs given
+    figures = result["ensemble"]["plain"]
+    assert len(figures["map_folds"]) == len(figures["auc_folds"]) == 3
+
+    def outputs(folds: list[int]) -> dict[str, list]:
+        return {"unet": [o for j in folds for o in oof["ux"][j].variants["plain"]],
+                "chexnet": [o for j in folds for o in oof["cx"][j].variants["plain"]]}
+
+    spec = EnsembleSpec.from_dict(figures["spec"])
+    assert [m.model for m in spec.members] == ["unet"] and spec.classifier.model == "chexnet"
+    everything = [g for fold in gts for g in fold]
+    assert evaluate_spec(spec, outputs([0, 1, 2]), everything) == pytest.approx(figures["tuned_on_all_oof_map"])
+    base = EnsembleSpec(members=(EnsembleMember("unet"),), classifier=EnsembleMember("chexnet"),
+                        fusion=FusionParams(tta_flip=False))
+    tuned = tune_ensemble(base, outputs([1, 2]), gts[1] + gts[2])  # fold 0 is scored with a spec tuned on 1 and 2
+    assert evaluate_spec(tuned, outputs([0]), gts[0]) == pytest.approx(figures["map_folds"][0])
+    assert ensemble_figures(_pipeline((), tmp_path), {**summary, "shipped_experiments": {"chexnet": "cx"}},
+                            oof, gts, labels) == {}  # no box model: no ensemble
 
 
 # ---- model cards -------------------------------------------------------------------------------------------------

@@ -38,19 +38,26 @@ def uses_nih(entry: dict) -> bool:
     return bool(entry.get("init") or entry.get("nih"))
 
 
+def encoder_text(name: str | None, model_cfg: dict) -> str:
+    """The encoder as the card names it; EfficientNet-Lite0 with ``pretrained: false`` is a random init."""
+    if name == "efficientnet-lite0" and model_cfg.get("pretrained") is False:
+        return "EfficientNet-Lite0 (random init)"
+    return ENCODERS.get(name, name)
+
+
 def architecture(family: str, model_cfg: dict) -> str:
     """One sentence on the family's architecture as configured (``model_cfg``: the checkpoint's family config)."""
     if family == "unet":
-        encoder = ENCODERS.get(model_cfg.get("encoder"), model_cfg.get("encoder"))
+        encoder = encoder_text(model_cfg.get("encoder"), model_cfg)
         return (f"U-Net with a {encoder} encoder (1-channel stem), decoder {'-'.join(map(str, model_cfg.get('decoder_channels', [])))}, "
                 "an image-level head on the bottleneck; boxes = connected components of the opacity map (threshold "
                 f"{model_cfg.get('mask_threshold')}); lung-field prior (a map of where training boxes occur) "
                 f"`lung_prior: {model_cfg.get('lung_prior')}`")
     if family == "maskrcnn":
-        backbone = ENCODERS.get(model_cfg.get("backbone"), model_cfg.get("backbone"))
+        backbone = encoder_text(model_cfg.get("backbone"), model_cfg)
         return (f"torchvision Mask R-CNN with a {backbone}-FPN backbone (1-channel stem, trainable BatchNorm), "
                 "RSNA-fitted anchors scaled to the input size, masks = filled boxes; image probability = best box score")
-    backbone = ENCODERS.get(model_cfg.get("backbone"), model_cfg.get("backbone"))
+    backbone = encoder_text(model_cfg.get("backbone"), model_cfg)
     return (f"image classifier: {backbone}, one pneumonia logit, Grad-CAM heatmap; boxes = thresholded Grad-CAM "
             "components (confidence x probability)")
 

@@ -70,10 +70,11 @@ def read_rsna_folders(folders: Sequence[Path]) -> list[ImageRecord]:
     for folder in folders:
         if detect_layout(folder) != "rsna":
             raise DataLayoutError(f"{folder} is not a Kaggle RSNA layout; CV runs on RSNA folders (NIH: --nih)")
-        for record in read_records(folder):
-            if record.image_id in merged:
-                raise DataLayoutError(f"image {record.image_id} is in two data folders; give each patient once")
-            merged[record.image_id] = record
+        records = read_records(folder)
+        repeated = sum(r.image_id in merged for r in records)
+        if repeated:  # counted, never named: error messages carry no patient identifiers
+            raise DataLayoutError(f"{repeated} image(s) of {folder} are in two data folders; give each patient once")
+        merged.update((r.image_id, r) for r in records)
     return [merged[k] for k in sorted(merged)]
 
 

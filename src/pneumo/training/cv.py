@@ -159,7 +159,8 @@ class Pipeline:
         from pneumo.training.loop import SUMMARY_FILE, fit
 
         digest = split_digest(train, val)
-        record = {"split_sha256": digest, "config": config_to_dict(config), "family": family}
+        settings = {k: v for k, v in config_to_dict(config).items() if k != "cache_dir"}  # where, not what
+        record = {"split_sha256": digest, "config": settings, "family": family}
         if (run_dir / SUMMARY_FILE).is_file() and (run_dir / RUN_FILE).is_file():
             saved = json.loads((run_dir / RUN_FILE).read_text())
             if saved != record:

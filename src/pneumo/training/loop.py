@@ -101,8 +101,8 @@ def fit(
     """Train ``family`` on ``train``, validating on ``val``, into ``run_dir``; see the module docstring.
 
     train / val: patient-disjoint record lists (``data_setup.split`` computes the usual one from
-    ``config.folds/val_fold/split_seed``), or ``val`` = the very ``train`` records for an in-sample validation
-    (all-data retrain); anything else raises ``DataLayoutError``.
+    ``config.folds/val_fold/split_seed``), or ``val`` drawn from ``train`` for an in-sample validation (the
+    all-data retrain); anything else raises ``DataLayoutError``.
 
     resume: continue the run in ``run_dir`` exactly where it stopped, with its saved config (``config`` must be
     None or equal to it). progress: tqdm bars (None: only when stderr is a terminal). log: receives the

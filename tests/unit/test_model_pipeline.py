@@ -92,6 +92,21 @@ def test_an_experiment_file_with_an_unknown_key_names_the_file(tmp_path):
         load_experiments(tmp_path)
 
 
+def test_the_models_command_refuses_unknown_stages_and_disagreeing_experiments(tmp_path, capsys):
+    from pneumo.cli import main
+
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    (folder / "a.yaml").write_text("family: chexnet\nepochs: 1\nimage_size: 64\ndata: [one]\n")
+    (folder / "b.yaml").write_text("family: chexnet\nepochs: 1\nimage_size: 64\ndata: [two]\n")
+    work = tmp_path / "work"
+    assert main(["models", "cv", "--experiments-dir", str(folder), "--out", str(work)]) == 2
+    assert "different `data`" in capsys.readouterr().err
+    assert main(["models", "cv", "train", "--experiments-dir", str(folder), "--experiments", "a", "--out", str(work)]) == 2
+    assert "unknown stage(s) train" in capsys.readouterr().err
+    assert not work.exists()  # refused before anything was written
+
+
 # ---- data and folds -----------------------------------------------------------------------------------------
 def _pipeline(data: tuple[Path, ...], work: Path, folds: int = 3) -> Pipeline:
     return Pipeline(PipelineSettings(root=REPO, work=work, data=data, folds=folds), {}, echo=lambda _: None)

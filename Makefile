@@ -49,10 +49,16 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-# Retrain and re-ship models/ from scratch (about 2.5 h on 2 quiet CPU cores); progress: tail -f runs/models.log
+# Retrain and re-ship models/ from scratch (about 2.5 h on 2 quiet CPU cores); progress: tail -f runs/models.log.
+# Experiments: configs/experiments/*.yaml. E.g. make models MODELS_DATA="../shared/data/rsna-mini ../shared/data/rsna-plus" MODELS_FOLDS=5
+MODELS_DATA  ?= ../shared/data/rsna-mini
+MODELS_NIH   ?= ../shared/data/nih-weak
+MODELS_FOLDS ?= 3
 models: install
 	rm -rf runs/models && mkdir -p runs
-	$(PY) -u scripts/train_models.py pretrain cv report final ship --tta > runs/models.log 2>&1 || (tail -n 40 runs/models.log; exit 1)
+	$(VENV)/bin/pneumo models pretrain cv report final ship --data $(MODELS_DATA) --nih $(MODELS_NIH) \
+	  --folds $(MODELS_FOLDS) --out runs/models --models models --docs docs/models.md > runs/models.log 2>&1 \
+	  || (tail -n 40 runs/models.log; exit 1)
 	tail -n 25 runs/models.log
 
 clean:

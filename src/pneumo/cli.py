@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "info",
     "data",
     "train",
+    "models",
     "predict",
     "evaluate",
     "tune",

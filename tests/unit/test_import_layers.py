@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("training", ("pneumo.training",)),
     ("inference", ("pneumo.inference",)),
     ("export", ("pneumo.export",)),
+    ("pipeline", ("pneumo.pipeline",)),
     ("service", ("pneumo.service",)),
     ("integrations", ("pneumo.dicom_out", "pneumo.node", "pneumo.store")),
     ("front ends", ("pneumo.api", "pneumo.console", "pneumo.web")),

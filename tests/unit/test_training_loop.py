@@ -25,6 +25,7 @@ from pneumo.models.checkpoint import load_checkpoint, read_checkpoint_meta
 from pneumo.models.common import union_masks
 from pneumo.models.registry import register_family, unregister_family
 from pneumo.training.config import EarlyStoppingConfig, TrainConfig, load_config_yaml
+from pneumo.training.data_setup import split
 from pneumo.training.history import read_history_csv
 from pneumo.training.loop import fit, init_weights_from, load_run_config
 from pneumo.training.state import STATE_FILE, load_state
@@ -161,6 +162,11 @@ def _config(cache_dir: str, **changes) -> TrainConfig:
     return dataclasses.replace(base, **changes)
 
 
+def _split(records) -> tuple[list, list]:
+    """The (train, validation) records of every ``_config`` run (4 folds, validation fold 1)."""
+    return split(records, _config(""))
+
+
 def _weights(path):
     return load_checkpoint(path).model.state_dict()
 
@@ -171,7 +177,7 @@ def _same(a, b) -> bool:
 
 def test_run_dir_holds_every_artefact(records, cache_dir, tmp_path):
     run = tmp_path / "run"
-    result = fit(TINY, _config(cache_dir), records, run, progress=False, log=lambda _: None)
+    result = fit(TINY, _config(cache_dir), *_split(records), run, progress=False, log=lambda _: None)
     assert not result.interrupted and result.epoch == 2
     names = {p.name for p in run.iterdir()}
     assert {"config.yaml", "best.pt", "last.pt", STATE_FILE, "history.csv", "loss_curve.png", "train_summary.json"} <= names
@@ -202,12 +208,12 @@ def test_run_dir_holds_every_artefact(records, cache_dir, tmp_path):
 
 def test_same_seed_gives_identical_runs_on_cpu(records, cache_dir, tmp_path):
     config = _config(cache_dir, epochs=1)
-    a = fit(TINY, config, records, tmp_path / "a", progress=False, log=lambda _: None)
-    b = fit(TINY, config, records, tmp_path / "b", progress=False, log=lambda _: None)
+    a = fit(TINY, config, *_split(records), tmp_path / "a", progress=False, log=lambda _: None)
+    b = fit(TINY, config, *_split(records), tmp_path / "b", progress=False, log=lambda _: None)
     assert _same(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))
     assert a.history[0].train_loss == b.history[0].train_loss
     assert a.history[0].val_loss == b.history[0].val_loss
-    c = fit(TINY, dataclasses.replace(config, seed=7), records, tmp_path / "c", progress=False, log=lambda _: None)
+    c = fit(TINY, dataclasses.replace(config, seed=7), *_split(records), tmp_path / "c", progress=False, log=lambda _: None)
     assert not _same(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "c" / "last.pt"))
     assert c.history[0].train_loss != a.history[0].train_loss
     # fit leaves the global switches as it found them
@@ -217,12 +223,12 @@ def test_same_seed_gives_identical_runs_on_cpu(records, cache_dir, tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_then_resume_continues_exactly(records, cache_dir, tmp_path, signum):
     config = _config(cache_dir)
-    straight = fit(TINY, config, records, tmp_path / "straight", progress=False, log=lambda _: None)
+    straight = fit(TINY, config, *_split(records), tmp_path / "straight", progress=False, log=lambda _: None)
 
     INTERRUPT.update(calls=5, seen=0, signal=signum)  # a signal during step 5 of 6 (3 per epoch): inside epoch 2
     handler_before = signal.getsignal(signum)
     try:
-        stopped = fit(TINY, config, records, tmp_path / "stopped", progress=False, log=lambda _: None)
+        stopped = fit(TINY, config, *_split(records), tmp_path / "stopped", progress=False, log=lambda _: None)
     finally:
         INTERRUPT.update(calls=None, seen=0, signal=signal.SIGINT)
     assert signal.getsignal(signum) is handler_before  # fit restored the process's handler
@@ -230,7 +236,7 @@ def test_interrupt_then_resume_continues_exactly(records, cache_dir, tmp_path, s
     state = load_state(tmp_path / "stopped" / STATE_FILE)
     assert (state["progress"].epoch, state["progress"].batch) == (1, 2)  # the interrupted step was finished
 
-    resumed = fit(TINY, None, records, tmp_path / "stopped", resume=True, progress=False, log=lambda _: None)
+    resumed = fit(TINY, None, *_split(records), tmp_path / "stopped", resume=True, progress=False, log=lambda _: None)
     assert not resumed.interrupted and resumed.epoch == 2
     assert _same(_weights(tmp_path / "straight" / "last.pt"), _weights(tmp_path / "stopped" / "last.pt"))
     assert [r.train_loss for r in resumed.history] == [r.train_loss for r in straight.history]
@@ -239,19 +245,19 @@ def test_interrupt_then_resume_continues_exactly(records, cache_dir, tmp_path, s
 
 def test_resume_refuses_another_family_and_fresh_runs_refuse_to_overwrite(records, cache_dir, tmp_path):
     run = tmp_path / "run"
-    fit(TINY, _config(cache_dir, epochs=1), records, run, progress=False, log=lambda _: None)
+    fit(TINY, _config(cache_dir, epochs=1), *_split(records), run, progress=False, log=lambda _: None)
     with pytest.raises(CheckpointError, match="tiny-engine-test"):
         load_run_config(run, TINY_OTHER)
     with pytest.raises(CheckpointError):
-        fit(TINY_OTHER, None, records, run, resume=True, progress=False, log=lambda _: None)
+        fit(TINY_OTHER, None, *_split(records), run, resume=True, progress=False, log=lambda _: None)
     with pytest.raises(ConfigError, match="--resume"):
-        fit(TINY, _config(cache_dir, epochs=1), records, run, progress=False, log=lambda _: None)
+        fit(TINY, _config(cache_dir, epochs=1), *_split(records), run, progress=False, log=lambda _: None)
     with pytest.raises(CheckpointError):
         load_run_config(tmp_path / "nothing-here", TINY)
 
 
 def test_init_from_fine_tunes_from_a_checkpoint_of_the_same_family(records, cache_dir, tmp_path):
-    fit(TINY, _config(cache_dir, epochs=1), records, tmp_path / "source", progress=False, log=lambda _: None)
+    fit(TINY, _config(cache_dir, epochs=1), *_split(records), tmp_path / "source", progress=False, log=lambda _: None)
     source = tmp_path / "source" / "last.pt"
     model = TinyModel(TinyConfig())
     loaded, total = init_weights_from(model, TINY, source)
@@ -263,34 +269,46 @@ def test_init_from_fine_tunes_from_a_checkpoint_of_the_same_family(records, cach
         init_weights_from(TinyModel(TinyConfig(channels=8)), TINY, source)
     # through fit: the run starts from the source weights, so its first epoch begins where the source ended
     lines: list[str] = []
-    tuned = fit(TINY, _config(cache_dir, epochs=1, init_from=str(source)), records, tmp_path / "tuned",
+    tuned = fit(TINY, _config(cache_dir, epochs=1, init_from=str(source)), *_split(records), tmp_path / "tuned",
                 progress=False, log=lines.append)
-    fresh = fit(TINY, _config(cache_dir, epochs=1), records, tmp_path / "fresh", progress=False, log=lambda _: None)
+    fresh = fit(TINY, _config(cache_dir, epochs=1), *_split(records), tmp_path / "fresh", progress=False, log=lambda _: None)
     assert any(f"initialised {total} of {total} weight tensors" in line for line in lines)
     assert tuned.history[0].train_loss < fresh.history[0].train_loss
 
 
 def test_early_stopping_stops_when_the_monitor_stalls(records, cache_dir, tmp_path):
     stalled = EarlyStoppingConfig(monitor="val_loss", patience=1, min_delta=1e9)  # nothing can improve by 1e9
-    result = fit(TINY, _config(cache_dir, epochs=5, early_stopping=stalled), records, tmp_path / "run",
+    result = fit(TINY, _config(cache_dir, epochs=5, early_stopping=stalled), *_split(records), tmp_path / "run",
                  progress=False, log=lambda _: None)
     assert result.stopped_early and result.epoch == 2 and result.best_epoch == 1
     assert len(read_history_csv(tmp_path / "run" / "history.csv")) == 2
     assert read_checkpoint_meta(tmp_path / "run" / "best.pt")["metrics"]["epoch"] == 1
 
 
-def test_pos_weight_balancing_sets_the_family_weight(records, cache_dir, tmp_path):
-    from pneumo.training.data_setup import split
+def test_fit_refuses_overlapping_patients_but_allows_an_in_sample_validation(records, cache_dir, tmp_path):
+    from pneumo.errors import DataLayoutError
 
+    train, val = _split(records)
+    with pytest.raises(DataLayoutError, match="both the training and the validation"):
+        fit(TINY, _config(cache_dir, epochs=1), train, val + train[:1], tmp_path / "leak", progress=False)
+    with pytest.raises(DataLayoutError, match="0 validation"):
+        fit(TINY, _config(cache_dir, epochs=1), train, [], tmp_path / "empty", progress=False)
+    assert not (tmp_path / "leak").exists() and not (tmp_path / "empty").exists()  # refused before writing
+    result = fit(TINY, _config(cache_dir, epochs=1), records, records, tmp_path / "all", progress=False, log=lambda _: None)
+    split_info = read_checkpoint_meta(tmp_path / "all" / "last.pt")["extra"]["split"]
+    assert result.epoch == 1 and split_info["n_train"] == split_info["n_val"] == len(records)
+
+
+def test_pos_weight_balancing_sets_the_family_weight(records, cache_dir, tmp_path):
     config = _config(cache_dir, epochs=1, balance="pos_weight")
-    fit(TINY, config, records, tmp_path / "run", progress=False, log=lambda _: None)
+    fit(TINY, config, *_split(records), tmp_path / "run", progress=False, log=lambda _: None)
     _, saved = load_config_yaml(tmp_path / "run" / "config.yaml")
     train, val = split(records, config)
     positives = sum(r.target for r in train)
     assert 0 < positives < len(train) and len(val) == 5
     assert saved.model.pos_weight == pytest.approx((len(train) - positives) / positives)
     with pytest.raises(ConfigError, match="pos_weight"):  # a family without such a setting is refused
-        fit(TINY, dataclasses.replace(config, model=_NoPosWeight()), records, tmp_path / "other", progress=False)
+        fit(TINY, dataclasses.replace(config, model=_NoPosWeight()), *_split(records), tmp_path / "other", progress=False)
 
 
 def test_class_balanced_sampling_draws_both_classes_equally(records):

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from pneumo.errors import ConfigError
     from pneumo.training import distributed
     from pneumo.training.config import resolve_train_config
+    from pneumo.training.data_setup import split
     from pneumo.training.loop import fit, load_run_config
 
     if args.resume:
@@ -62,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
         config = resolve_train_config(args.family, args.config, args.overrides, flags)
     main_rank = distributed.detect().is_main
     records = read_records(args.data, limit=config.limit)
+    train, val = split(records, config)  # patient-level: folds != val_fold train, val_fold validates
     result = fit(
         args.family,
         None if args.resume else config,
-        records,
+        train,
+        val,
         args.out,
         data_dir=args.data,
         resume=args.resume,

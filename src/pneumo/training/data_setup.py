@@ -42,16 +42,36 @@ def split(records: Sequence[ImageRecord], config: TrainConfig) -> tuple[list[Ima
     return train, val
 
 
+def check_split(train: Sequence[ImageRecord], val: Sequence[ImageRecord]) -> None:
+    """``DataLayoutError`` unless both lists are non-empty and patient-disjoint, or every validation image is a
+    training image (an in-sample "validation", e.g. the all-data retrain)."""
+    if not train or not val:
+        raise DataLayoutError(
+            f"the split left {len(train)} training and {len(val)} validation images; use more patients or fewer folds"
+        )
+    if {r.image_id for r in val} <= {r.image_id for r in train}:
+        return
+    shared = {r.patient_id for r in train} & {r.patient_id for r in val}
+    if shared:
+        raise DataLayoutError(
+            f"{len(shared)} patient(s) are in both the training and the validation records; split by patient "
+            "(pneumo.data.folds.assign_folds) or validate on exactly the training records"
+        )
+
+
 def prepare(
-    records: Sequence[ImageRecord],
+    train: Sequence[ImageRecord],
+    val: Sequence[ImageRecord],
     config: TrainConfig,
     *,
     data_dir: str | Path | None = None,
     progress: bool = True,
 ) -> SplitData:
-    """Split, then open (building on rank 0 first, if needed) the cache of all these records at ``image_size``."""
-    train, val = split(records, config)
-    everything = list(records)
+    """Check the split, then open (building on rank 0 first, if needed) the cache of all these records at
+    ``image_size`` (each image once, even when ``val`` repeats ``train``)."""
+    train, val = list(train), list(val)
+    check_split(train, val)
+    everything = list({r.image_id: r for r in train + val}.values())
     if distributed.rank() == 0:
         cache = ensure_cache(everything, config.image_size, data_dir=data_dir, cache_dir=config.cache_dir, progress=progress)
         distributed.barrier()

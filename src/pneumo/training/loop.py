@@ -1,4 +1,4 @@
-"""``fit``: train one model family on a patient-level split and write a run directory.
+"""``fit``: train one model family on given train / validation records and write a run directory.
 
 RUN_DIR receives ``config.yaml`` (the resolved config), ``best.pt`` and ``last.pt`` (``save_checkpoint``
 format: weights, family, config, preprocessing, tuned thresholds, validation metrics, data fingerprint, code
@@ -91,7 +91,8 @@ def load_run_config(run_dir: str | Path, family: str) -> TrainConfig:
 def fit(
     family: str,
     config: TrainConfig | None,
-    records: Sequence[ImageRecord],
+    train: Sequence[ImageRecord],
+    val: Sequence[ImageRecord],
     run_dir: str | Path,
     *,
     data_dir: str | Path | None = None,
@@ -99,7 +100,11 @@ def fit(
     progress: bool | None = None,
     log: Log | None = None,
 ) -> FitResult:
-    """Train ``family`` on ``records`` (split by ``config``) into ``run_dir``; see the module docstring.
+    """Train ``family`` on ``train``, validating on ``val``, into ``run_dir``; see the module docstring.
+
+    train / val: patient-disjoint record lists (``data_setup.split`` computes the usual one from
+    ``config.folds/val_fold/split_seed``), or ``val`` drawn from ``train`` for an in-sample validation (the
+    all-data retrain); anything else raises ``DataLayoutError``.
 
     resume: continue the run in ``run_dir`` exactly where it stopped, with its saved config (``config`` must be
     None or equal to it). progress: tqdm bars (None: only when stderr is a terminal). log: receives the
@@ -122,7 +127,7 @@ def fit(
     saved_rng = torch.get_rng_state()
     try:
         with deterministic_mode(config.deterministic):
-            trainer = _Trainer(family, config, records, run_dir, device, data_dir, resume, progress, log)
+            trainer = _Trainer(family, config, train, val, run_dir, device, data_dir, resume, progress, log)
             result = trainer.run()
         distributed.barrier()
         return result
@@ -147,7 +152,8 @@ class _Trainer:
         self,
         family: str,
         config: TrainConfig,
-        records: Sequence[ImageRecord],
+        train: Sequence[ImageRecord],
+        val: Sequence[ImageRecord],
         run_dir: Path,
         device: torch.device,
         data_dir: str | Path | None,
@@ -155,7 +161,8 @@ class _Trainer:
         progress: bool | None,
         log: Log | None,
     ) -> None:
-        self.family, self.config, self.records, self.run_dir = family, config, records, run_dir
+        self.family, self.config, self.run_dir = family, config, run_dir
+        self.train_records, self.val_records = train, val
         self.device, self.data_dir, self.resume = device, data_dir, resume
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.main = self.rank == 0
@@ -182,7 +189,7 @@ class _Trainer:
         from pneumo.data.datasets import ImageDataset, balanced_sampler_weights, collate
 
         config = self.config
-        data = prepare(self.records, config, data_dir=self.data_dir, progress=self.show)
+        data = prepare(self.train_records, self.val_records, config, data_dir=self.data_dir, progress=self.show)
         state = self._load_resume_state(data) if self.resume else None
         if state is None:
             config = self.config = _apply_balance(self.family, config, data.train)

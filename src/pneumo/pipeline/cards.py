@@ -1,4 +1,4 @@
-"""Model cards (``models/<name>.md``) and ``docs/models.md`` from the figures of ``train_models.py``.
+"""Model cards (``models/<name>.md``) and ``docs/models.md`` from the figures of ``pneumo models`` (summary.json).
 
 Every card ends with a fenced ``json`` block named ``metrics`` holding the exact numbers stored in the
 checkpoint's ``metrics`` (tests compare the two), so the prose and the file cannot drift apart.
@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from pneumo.files import atomic_write_bytes
 
 ENCODERS = {
     "resnet18": "ResNet-18 (random init)",
@@ -22,24 +22,42 @@ ENCODERS = {
 }
 
 
+def data_facts(summary: dict) -> dict[str, Any]:
+    """What the CV ran on, for the prose: name, patients, positive patients, patients per training / validation
+    fold (summaries written before ``summary["data"]`` existed were rsna-mini: 210 patients, 79 positive)."""
+    data = summary.get("data") or {"dirs": ["rsna-mini"], "patients": 210, "positive_patients": 79}
+    k = summary["folds"]
+    patients = int(data["patients"])
+    val = round(patients / k)
+    return {"name": " + ".join(data["dirs"]), "patients": patients, "positive": int(data["positive_patients"]),
+            "train": patients - val, "val": val}
+
+
 def uses_nih(entry: dict) -> bool:
     """Whether an experiment of ``summary["experiments"]`` trained on NIH images (pretraining or mixing)."""
     return bool(entry.get("init") or entry.get("nih"))
 
 
+def encoder_text(name: str | None, model_cfg: dict) -> str:
+    """The encoder as the card names it; EfficientNet-Lite0 with ``pretrained: false`` is a random init."""
+    if name == "efficientnet-lite0" and model_cfg.get("pretrained") is False:
+        return "EfficientNet-Lite0 (random init)"
+    return ENCODERS.get(name, name)
+
+
 def architecture(family: str, model_cfg: dict) -> str:
     """One sentence on the family's architecture as configured (``model_cfg``: the checkpoint's family config)."""
     if family == "unet":
-        encoder = ENCODERS.get(model_cfg.get("encoder"), model_cfg.get("encoder"))
+        encoder = encoder_text(model_cfg.get("encoder"), model_cfg)
         return (f"U-Net with a {encoder} encoder (1-channel stem), decoder {'-'.join(map(str, model_cfg.get('decoder_channels', [])))}, "
                 "an image-level head on the bottleneck; boxes = connected components of the opacity map (threshold "
                 f"{model_cfg.get('mask_threshold')}); lung-field prior (a map of where training boxes occur) "
                 f"`lung_prior: {model_cfg.get('lung_prior')}`")
     if family == "maskrcnn":
-        backbone = ENCODERS.get(model_cfg.get("backbone"), model_cfg.get("backbone"))
+        backbone = encoder_text(model_cfg.get("backbone"), model_cfg)
         return (f"torchvision Mask R-CNN with a {backbone}-FPN backbone (1-channel stem, trainable BatchNorm), "
                 "RSNA-fitted anchors scaled to the input size, masks = filled boxes; image probability = best box score")
-    backbone = ENCODERS.get(model_cfg.get("backbone"), model_cfg.get("backbone"))
+    backbone = encoder_text(model_cfg.get("backbone"), model_cfg)
     return (f"image classifier: {backbone}, one pneumonia logit, Grad-CAM heatmap; boxes = thresholded Grad-CAM "
             "components (confidence x probability)")
 
@@ -59,21 +77,22 @@ def nih_text(entry: dict, summary: dict) -> str:
     return "- NIH weak labels: not used."
 
 
-def limits_text(size: object, epochs: object, uses_nih: bool) -> str:
-    """The known-limits list; ``size``/``epochs`` as they should read (e.g. 224, or "unet 256 / chexnet 224")."""
+def limits_text(size: object, epochs: object, uses_nih: bool, data: dict[str, Any]) -> str:
+    """The known-limits list; ``size``/``epochs`` as they should read (e.g. 224, or "unet 256 / chexnet 224");
+    ``data``: ``data_facts``."""
     nih = ("the NIH weak labels (mined from reports) are noisy. Some nih-weak patients also appear in rsna-mini "
            "(other films of the same people) and cannot be matched to RSNA ids, so the NIH pretraining may have "
            "seen other films of a few validation patients; the effect on the CV figures was not measured."
            if uses_nih else "the NIH weak labels (mined from reports) are noisy and were not used for these weights.")
-    return f"""- **Tiny training set**: 140 RSNA patients per CV training fold (210 in rsna-mini, 79 positive), a few
-  CPU epochs. These are demonstration-grade weights, far from the RSNA challenge's models (trained on 26,684
-  patients on GPUs); the CV spread is large because each validation fold holds only 70 patients.
+    return f"""- **Small training set**: about {data['train']} RSNA patients per CV training fold ({data['patients']} in
+  {data['name']}, {data['positive']} positive), a few CPU epochs. These are demonstration-grade weights, far from the RSNA challenge's models (trained on 26,684
+  patients on GPUs); the CV spread is large because each validation fold holds only about {data['val']} patients.
 - **Budget**: trained on a 2-core CPU at {size} px for {epochs} epochs; more data, resolution and epochs would
   change the numbers substantially.
-- **Shipped weights vs the CV estimate**: the CV figures describe the training *recipe* (140 patients per
-  fold); the shipped weights follow the same recipe (see "Data and split") and have no held-out score of
+- **Shipped weights vs the CV estimate**: the CV figures describe the training *recipe* (about {data['train']}
+  patients per fold); the shipped weights follow the same recipe (see "Data and split") and have no held-out score of
   their own - quote the CV mean and spread, not any in-sample number.
-- **Inputs**: rsna-mini DICOMs are 8-bit JPEG-compressed 1024 px images; other bit depths, processing and
+- **Inputs**: the RSNA DICOMs used here are 8-bit JPEG-compressed 1024 px images; other bit depths, processing and
   vendors (and the NIH PNGs) are different distributions. AP (mostly supine, sicker in-patients) and PA films
   differ in appearance and prevalence; the model can pick up view as a shortcut.
 - **Labels**: RSNA boxes are expert reads of *opacity suggestive of pneumonia*, not microbiologically proven
@@ -125,23 +144,25 @@ def card_text(name: str, info: dict, summary: dict) -> str:
     model_cfg = config.get("model") or {}
     arch = architecture(name, model_cfg)
     k = summary["folds"]
+    data = data_facts(summary)
     thresholds = info["thresholds"]
     lines = [
         f"# Model card: `{name}`",
         "",
         f"Shipped file `models/{name}.pt` (fp16 weights, {info['bytes'] / 1e6:.1f} MB on disk; loads as float32), "
-        f"training curve `models/{name}.history.csv`. Produced by `make models` (`scripts/train_models.py`).",
+        f"training curve `models/{name}.history.csv`. Produced by `make models` (`pneumo models`).",
         "",
         "## Intended use",
         INTENDED_USE,
         "",
         "## Data and split",
-        "- rsna-mini: 210 RSNA Pneumonia Detection Challenge patients (79 with expert opacity boxes), Kaggle layout.",
+        f"- {data['name']}: {data['patients']} RSNA Pneumonia Detection Challenge patients ({data['positive']} with "
+        "expert opacity boxes), Kaggle layout.",
         f"- Patient-level stratified {k}-fold split (`assign_folds`, split seed {summary['split_seed']}); each fold "
-        f"trains on {k - 1} folds (140 patients) and validates on the third (70).",
-        (f"- Shipped weights: experiment `{info['experiment']}` **retrained on all 210 patients** with the CV settings "
+        f"trains on {k - 1} folds (about {data['train']} patients) and validates on the remaining one (about {data['val']}).",
+        (f"- Shipped weights: experiment `{info['experiment']}` **retrained on all {data['patients']} patients** with the CV settings "
          f"({info['epochs']} epochs, last epoch shipped; the history's validation columns are in-sample). Operating "
-         f"thresholds tuned on the 210 out-of-fold outputs of the CV models."
+         f"thresholds tuned on the {data['patients']} patients' out-of-fold outputs of the CV models."
          if info["fold"] < 0 else
          f"- Shipped weights: experiment `{info['experiment']}`, validation fold {info['fold']} (the fold with the best "
          f"validation {'AUC' if name == 'chexnet' else 'mAP'}: {info['metrics'].get('val_map', float('nan')):.3f} mAP, "
@@ -162,13 +183,13 @@ def card_text(name: str, info: dict, summary: dict) -> str:
         f"class-balanced sampler, seed {config.get('seed')}; {info['train_seconds'] or float('nan'):.0f} s wall time "
         f"for the shipped weights on {hardware()}.",
         "",
-        "## Cross-validated performance (rsna-mini, out-of-fold)",
+        f"## Cross-validated performance ({data['name']}, out-of-fold)",
         f"| metric | mean ± std over {k} folds | per fold |",
         "|---|---|---|",
         f"| RSNA mAP (IoU 0.4-0.75), thresholds tuned on the other folds | {fmt(plain['map_mean_std'])} | "
         f"{folds_text(plain['map_folds'])} |",
         f"| ROC AUC (image level) | {fmt(plain['auc_mean_std'])} | {folds_text(plain['auc_folds'])} |",
-        f"| pooled OOF AUC (all 210 images) | {plain['oof_auc']:.3f} | |",
+        f"| pooled OOF AUC (all {data['patients']} patients' images) | {plain['oof_auc']:.3f} | |",
         f"| trivial baseline mAP (median box per lung) | {fmt(summary['baseline']['map_mean_std'])} | "
         f"{folds_text(summary['baseline']['map_folds'])} |",
     ]
@@ -198,7 +219,7 @@ def card_text(name: str, info: dict, summary: dict) -> str:
         "sensitivity/specificity reporting.",
         "",
         "## Known limits",
-        limits_text(config.get("image_size"), info["epochs"], uses_nih(entry)),
+        limits_text(config.get("image_size"), info["epochs"], uses_nih(entry), data),
         "",
         "## Metrics stored in the checkpoint",
         "```json metrics",
@@ -214,6 +235,7 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
     result = summary["ensemble"][variant]
     fusion = result["fusion"]
     k = summary["folds"]
+    data = data_facts(summary)
     rows = [f"| ensemble ({variant}) | {fmt(result['map_mean_std'])} | {fmt(result['auc_mean_std'])} |"]
     for name, info in shipped_info.items():
         plain = summary["experiments"][info["experiment"]]["plain"]
@@ -235,14 +257,15 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
         "## How the fusion values were chosen",
         f"`tune_ensemble` on the **out-of-fold** outputs of the {k}-fold CV models (each image predicted by the model "
         "that did not train on it). The CV score below is *cross-fitted*: for each fold, the fusion values were tuned "
-        "on the other folds' OOF outputs and scored on that fold. The shipped spec is then tuned on all 210 OOF outputs "
+        "on the other folds' OOF outputs and scored on that fold. The shipped spec is then tuned on all "
+        f"{data['patients']} patients' OOF outputs "
         f"(mAP {result['tuned_on_all_oof_map']:.3f} there, in-sample for the fusion values). The shipped members are "
         "not the CV fold models the fusion was tuned on (see their cards), so their calibration differs somewhat.",
         "",
         f"Fusion: `{json.dumps(fusion, sort_keys=True)}`; box-member weights "
         f"`{json.dumps(result.get('member_weights') or {}, sort_keys=True)}` (tuned too).",
         "",
-        f"## Cross-validated performance (rsna-mini, {k} folds, mean ± std)",
+        f"## Cross-validated performance ({data['name']}, {k} folds, mean ± std)",
         "| model | mAP | AUC |",
         "|---|---|---|",
         *rows,
@@ -250,7 +273,7 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
         "## Known limits",
         limits_text(" / ".join(f"{n} {(i.get('config') or {}).get('image_size')}" for n, i in shipped_info.items()),
                     " / ".join(f"{n} {i['epochs']}" for n, i in shipped_info.items()),
-                    any(uses_nih(summary["experiments"][i["experiment"]]) for i in shipped_info.values())),
+                    any(uses_nih(summary["experiments"][i["experiment"]]) for i in shipped_info.values()), data),
         "",
         "## Metrics",
         "```json metrics",
@@ -262,6 +285,7 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
 
 def docs_text(summary: dict, shipped_info: dict) -> str:
     k = summary["folds"]
+    data = data_facts(summary)
     rows = []
     for name, e in summary["experiments"].items():
         plain = e["plain"]
@@ -294,7 +318,7 @@ def docs_text(summary: dict, shipped_info: dict) -> str:
                f"shipped ensemble uses `tta_flip: {str(variant == 'tta').lower()}` (the variant with the better "
                "cross-fitted mAP).")
     else:
-        tta = "Flip TTA was not evaluated (`--tta`), so the shipped ensemble has `tta_flip: false`."
+        tta = "Flip TTA was not evaluated (`tta: false` in the experiments), so the shipped ensemble has `tta_flip: false`."
     pretrain = ""
     for name, run in (summary.get("pretrain") or {}).items():
         pretrain += (f"\nNIH pretraining `{name}` ({run['family']}, on the 610 nih-weak images, NIH patient-level "
@@ -308,11 +332,11 @@ def docs_text(summary: dict, shipped_info: dict) -> str:
 card `<name>.md` each and the training curves `<name>.history.csv`. **Decision support, not diagnosis**; read the
 cards' limits first: these are small-data, CPU-budget models.
 
-## Cross-validation on rsna-mini ({k}-fold, patient-level, split seed {summary['split_seed']})
+## Cross-validation on {data['name']} ({k}-fold, patient-level, split seed {summary['split_seed']})
 
 Every figure is out-of-fold: fold k is predicted by the model trained on the other folds, through the serving code
 (`CheckpointPredictor`). mAP = RSNA challenge mAP (IoU 0.40-0.75) with box/gate thresholds tuned on the *other*
-folds' OOF outputs; AUC = image-level ROC AUC per fold; pooled AUC over all 210 OOF outputs. mean ± sample std
+folds' OOF outputs; AUC = image-level ROC AUC per fold; pooled AUC over all {data['patients']} patients' OOF outputs. mean ± sample std
 over folds. The ensemble is cross-fitted the same way (fusion tuned on the other folds). Training minutes = sum
 over folds on a shared 2-core CPU.
 
@@ -329,35 +353,36 @@ between rows. {tta}
 |---|---|---|---|---|
 {chr(10).join(shipped_rows)}
 
-"all data" = retrained on all 210 rsna-mini patients with the CV recipe (same settings and epochs, last epoch),
-thresholds tuned on the 210 out-of-fold outputs; "fold k" = that CV fold's model with its own thresholds (used
+"all data" = retrained on all {data['patients']} patients with the CV recipe (same settings and epochs, last epoch),
+thresholds tuned on their out-of-fold outputs; "fold k" = that CV fold's model with its own thresholds (used
 only where the all-data retrain did not fit the budget). Each family's experiment was chosen by CV AUC (chexnet)
 or CV mAP (unet, maskrcnn) among the rows above.
 
 ## Retraining
 
 ```
-make models            # = .venv/bin/python scripts/train_models.py pretrain cv report final ship --tta
+make models            # = pneumo models pretrain cv report final ship --data DIR... --nih DIR --out runs/models
 ```
 
 runs in the background-friendly way (no progress bars, one log line per epoch) and keeps its log in
-`runs/models.log`; the work folder `runs/models/` holds every run directory (`pneumo train` layout), the
-OOF outputs (`oof.pkl`) and `summary.json` with every number above. Interrupted? Run it again: finished runs
-are skipped. Stages can be run alone (`scripts/train_models.py report ship`), one experiment with
-`--only unet`. Seeds: split seed {summary['split_seed']}, training seed {summary['seed']}
-(deterministic algorithms on; re-running on another CPU gives close, not bit-identical, weights).
-Settings per experiment are in `EXPERIMENTS` (and `PRETRAIN`) at the top of `scripts/train_models.py`, on top of
-`configs/*.yaml`. Out-of-fold outputs come from each fold's **last** epoch (`OOF_CHECKPOINT`): the fixed schedule
-is the recipe, so the scored fold never picks the weights it is scored with. `--tta` adds flip-TTA out-of-fold
-outputs for every model, so the ensemble tuning can choose `tta_flip`.
+`runs/models.log` (and `runs/models/models.log`); the work folder `runs/models/` holds every run directory
+(`pneumo train` layout), the out-of-fold outputs (`oof.npz` + `oof.json` per fold, no pickle) and `summary.json`
+with every number above. Interrupted? Run it again: finished runs are skipped, an unfinished one is trained
+again. Stages can be run alone (`pneumo models report ship`), some experiments with `--experiments unet`.
+Seeds: split seed {summary['split_seed']}, training seed {summary['seed']} (deterministic algorithms on;
+re-running on another CPU gives close, not bit-identical, weights). Settings per experiment are the files
+`configs/experiments/<name>.yaml` (schema in their README), on top of `configs/<family>.yaml`. Out-of-fold
+outputs come from each fold's **last** epoch (`pneumo.pipeline.oof.OOF_CHECKPOINT`): the fixed schedule is the
+recipe, so the scored fold never picks the weights it is scored with. `tta: true` in an experiment adds its
+flip-TTA out-of-fold outputs, so the ensemble tuning can choose `tta_flip`.
 """
 
 
-def write_cards(summary: dict, shipped_info: dict, models: Path) -> None:
+def write_cards(summary: dict, shipped_info: dict, models: Path, docs: Path | None = None) -> None:
+    """``models/<name>.md`` per shipped model, ``models/ensemble.md`` and (``docs`` given) ``docs`` itself."""
     for name, info in shipped_info.items():
-        (models / f"{name}.md").write_text(card_text(name, info, summary))
+        atomic_write_bytes(models / f"{name}.md", card_text(name, info, summary).encode())
     if summary.get("ensemble_variant"):
-        (models / "ensemble.md").write_text(ensemble_card(summary, shipped_info))
-    docs = ROOT / "docs" / "models.md"
-    if models.resolve() == (ROOT / "models").resolve():
-        docs.write_text(docs_text(summary, shipped_info))
+        atomic_write_bytes(models / "ensemble.md", ensemble_card(summary, shipped_info).encode())
+    if docs is not None:
+        atomic_write_bytes(Path(docs), docs_text(summary, shipped_info).encode())

@@ -1,0 +1,134 @@
+"""`pneumo models` end to end on 4 real rsna-mini patients: one cheap family (chexnet, EfficientNet-Lite0 at
+64 px, 1 epoch), 2 folds -> OOF files -> report -> ship; a re-run skips finished work, an interrupted run is
+trained again (to the same weights), a finished run with other settings is refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pneumo.cli import main
+from pneumo.evaluation.classification import roc_auc
+from pneumo.models.checkpoint import load_checkpoint, read_checkpoint_meta
+from pneumo.pipeline.cv import Pipeline, PipelineSettings
+from pneumo.pipeline.oof import OOF_JSON, OOF_NPZ, load_oof
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = """family: chexnet
+ships_as: chexnet
+epochs: 1
+image_size: 64
+tta: true
+config:
+  batch_size: 2
+  lr: {lr}
+  warmup_epochs: 0.5
+  early_stopping: {{patience: 0}}
+  model: {{backbone: efficientnet-lite0, pretrained: false}}
+  num_workers: 0
+"""
+
+
+def _tiny_rsna(source: Path, target: Path, per_class: int = 2) -> Path:
+    """A Kaggle-layout folder with the first ``per_class`` positive and negative patients of ``source``."""
+    with open(source / "stage_2_train_labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    keep = set(sorted({r["patientId"] for r in rows if r["Target"] == "1"})[:per_class])
+    keep |= set(sorted({r["patientId"] for r in rows if r["Target"] == "0"})[:per_class])
+    (target / "stage_2_train_images").mkdir(parents=True)
+    with open(target / "stage_2_train_labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["patientId"] in keep)
+    for patient in keep:
+        shutil.copyfile(source / "stage_2_train_images" / f"{patient}.dcm",
+                        target / "stage_2_train_images" / f"{patient}.dcm")
+    return target
+
+
+def _weights(path: Path) -> dict:
+    return load_checkpoint(path).model.state_dict()
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_models_pipeline_end_to_end(rsna_mini, tmp_path, capsys):
+    data = _tiny_rsna(rsna_mini, tmp_path / "tiny")
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "cx.yaml").write_text(EXPERIMENT.format(lr=0.0005))
+    work, models = tmp_path / "work", tmp_path / "models"
+    argv = ["models", "cv", "report", "ship", "--data", str(data), "--folds", "2", "--out", str(work),
+            "--models", str(models), "--experiments-dir", str(experiments), "--root", str(Path.cwd()),
+            "--cache-dir", str(tmp_path / "cache"), "--threads", "2"]
+    assert main(argv) == 0
+
+    # ---- OOF files: each fold's validation patients, predicted by its last epoch, plain and flip TTA
+    pipeline = Pipeline(PipelineSettings(root=Path.cwd(), work=work, data=(data,), folds=2), {}, echo=lambda _: None)
+    labels, probabilities, seen = [], [], []
+    for fold in range(2):
+        run = work / "cv" / "cx" / f"fold{fold}"
+        assert (run / OOF_NPZ).is_file() and (run / OOF_JSON).is_file() and not list(run.glob("*.pkl"))
+        oof = load_oof(run)
+        train, val = pipeline.fold_split(fold)
+        assert oof.ids == [r.image_id for r in val] and oof.checkpoint == "last.pt"
+        assert set(oof.variants) == {"plain", "tta"}
+        assert all(len(o.views) == 2 for o in oof.variants["tta"]) and all(len(o.views) == 1 for o in oof.variants["plain"])
+        split = read_checkpoint_meta(run / "last.pt")["extra"]["split"]
+        assert (split["n_train"], split["n_val"], split["val_fold"]) == (len(train), len(val), fold)
+        labels.append([int(r.target) for r in val])
+        probabilities.append([o.probability for o in oof.variants["plain"]])
+        seen += oof.ids
+    assert sorted(seen) == sorted(r.image_id for r in pipeline.records)  # every patient predicted exactly once
+
+    # ---- report: the figures are those of the stored OOF outputs; ship: card metrics = checkpoint metrics
+    summary = json.loads((work / "summary.json").read_text())
+    entry = summary["experiments"]["cx"]
+    expected = [roc_auc(np.array(p), np.array(y)) for p, y in zip(probabilities, labels)]
+    assert entry["plain"]["auc_folds"] == pytest.approx(expected)
+    assert summary["shipped_experiments"] == {"chexnet": "cx"} and summary["data"]["patients"] == 4
+    shipped = load_checkpoint(models / "chexnet.pt", expected_family="chexnet")
+    assert shipped.metrics["cv_auc_mean"] == pytest.approx(float(np.mean(expected)))
+    card = (models / "chexnet.md").read_text()
+    block = json.loads(re.search(r"```json metrics\n(.*?)\n```", card, flags=re.S).group(1))
+    assert block == pytest.approx(shipped.metrics) and "Not a diagnosis" in card
+    assert "EfficientNet-Lite0 (random init)" in card and "4 RSNA Pneumonia Detection Challenge patients" in card
+    log = (work / "models.log").read_text()
+    assert "cv 2/2 cx fold 1" in log and not any(pid in log for pid in seen)  # no patient identifiers logged
+
+    # ---- re-run: finished runs are skipped (weights and OOF files untouched)
+    fold0, fold1 = work / "cv" / "cx" / "fold0", work / "cv" / "cx" / "fold1"
+    stamps = {p: p.stat().st_mtime_ns for p in (fold0 / "last.pt", fold0 / OOF_NPZ, fold1 / "last.pt")}
+    before = _weights(fold1 / "last.pt")
+    capsys.readouterr()
+    assert main(argv[:2] + argv[4:]) == 0  # `models cv ...` again
+    out = capsys.readouterr().out
+    assert out.count("already trained") == 2 and "training chexnet" not in out
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    # ---- an interrupted run (no summary / run.json yet) is removed and trained again, to the same weights
+    (fold1 / "train_summary.json").unlink()
+    (fold1 / "run.json").unlink()
+    (fold1 / OOF_JSON).unlink()
+    assert main(argv[:2] + argv[4:]) == 0
+    out = capsys.readouterr().out
+    assert "cx fold 1: removing an unfinished run" in out and out.count("already trained") == 1
+    assert (fold1 / "run.json").is_file() and (fold1 / "last.pt").stat().st_mtime_ns != stamps[fold1 / "last.pt"]
+    assert load_oof(fold1).ids == [r.image_id for r in pipeline.fold_split(1)[1]]
+    assert _same(_weights(fold1 / "last.pt"), before)  # deterministic: the redone run equals the interrupted one
+    assert (fold0 / "last.pt").stat().st_mtime_ns == stamps[fold0 / "last.pt"]  # the finished fold was kept
+
+    # ---- a finished run trained with other settings is refused, not silently reused
+    (experiments / "cx.yaml").write_text(EXPERIMENT.format(lr=0.001))
+    assert main(argv[:2] + argv[4:]) == 2
+    assert "other data or settings" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """`pneumo models` end to end on 4 real rsna-mini patients: one cheap family (chexnet, EfficientNet-Lite0 at
-64 px, 1 epoch), 2 folds -> OOF files -> report -> ship; a re-run skips finished work, an interrupted run is
-trained again (to the same weights), a finished run with other settings is refused."""
+64 px, 1 epoch), 2 folds -> OOF files -> report -> ship; a re-run skips finished work, a run interrupted by
+Ctrl-C is trained again (to the same weights), a finished run with other settings is refused."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from pneumo.cli import main
 from pneumo.evaluation.classification import roc_auc
 from pneumo.models.checkpoint import load_checkpoint, read_checkpoint_meta
 from pneumo.pipeline.cv import Pipeline, PipelineSettings
+from pneumo.training import loop
 from pneumo.pipeline.oof import OOF_JSON, OOF_NPZ, load_oof
+from pneumo.training.state import STATE_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +64,7 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_models_pipeline_end_to_end(rsna_mini, tmp_path, capsys):
+def test_models_pipeline_end_to_end(rsna_mini, tmp_path, capsys, monkeypatch):
     data = _tiny_rsna(rsna_mini, tmp_path / "tiny")
     experiments = tmp_path / "experiments"
     experiments.mkdir()
@@ -116,16 +118,25 @@ def test_models_pipeline_end_to_end(rsna_mini, tmp_path, capsys):
     assert out.count("already trained") == 2 and "training chexnet" not in out
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
-    # ---- an interrupted run (no summary / run.json yet) is removed and trained again, to the same weights
-    (fold1 / "train_summary.json").unlink()
-    (fold1 / "run.json").unlink()
-    (fold1 / OOF_JSON).unlink()
+    # ---- an interrupted run (Ctrl-C inside fit: a resumable state, no summary) is removed and trained again
+    shutil.rmtree(fold1)
+    original = loop._Trainer._train_epoch
+
+    def ctrl_c_now(trainer, progress):
+        trainer.stop.request("test")  # what the SIGINT handler does
+        return original(trainer, progress)
+
+    monkeypatch.setattr(loop._Trainer, "_train_epoch", ctrl_c_now)
+    assert main(argv[:2] + argv[4:]) == 130
+    assert (fold1 / STATE_FILE).is_file() and not (fold1 / "run.json").exists()
+    monkeypatch.setattr(loop._Trainer, "_train_epoch", original)
+    capsys.readouterr()
     assert main(argv[:2] + argv[4:]) == 0
     out = capsys.readouterr().out
     assert "cx fold 1: removing an unfinished run" in out and out.count("already trained") == 1
-    assert (fold1 / "run.json").is_file() and (fold1 / "last.pt").stat().st_mtime_ns != stamps[fold1 / "last.pt"]
+    assert (fold1 / "run.json").is_file()
     assert load_oof(fold1).ids == [r.image_id for r in pipeline.fold_split(1)[1]]
-    assert _same(_weights(fold1 / "last.pt"), before)  # deterministic: the redone run equals the interrupted one
+    assert _same(_weights(fold1 / "last.pt"), before)  # deterministic: the redone run equals the first one
     assert (fold0 / "last.pt").stat().st_mtime_ns == stamps[fold0 / "last.pt"]  # the finished fold was kept
 
     # ---- a finished run trained with other settings is refused, not silently reused

@@ -17,7 +17,8 @@ from pneumo.dicom_out.common import (
     MANUFACTURER,
     evidence_dataset,
     operating_threshold,
-    quiet_person_name_warnings,
+    restore_name,
+    unnamed,
     result_identity,
 )
 from pneumo.errors import DicomOutputError
@@ -64,7 +65,6 @@ def build_capture(source: Any, pixels: np.ndarray, prediction: Prediction) -> An
     from pydicom.dataset import Dataset
     from pydicom.uid import ExplicitVRLittleEndian
 
-    quiet_person_name_warnings()
     evidence = evidence_dataset(source)
     rows, columns = int(evidence.get("Rows") or 0), int(evidence.get("Columns") or 0)
     if np.shape(pixels) != (rows, columns):
@@ -78,16 +78,17 @@ def build_capture(source: Any, pixels: np.ndarray, prediction: Prediction) -> An
         study_instance_uid=str(evidence.StudyInstanceUID), series_instance_uid=identity.series_uid,
         series_number=identity.series_number, sop_instance_uid=identity.sop_uid,
         instance_number=identity.instance_number, manufacturer=MANUFACTURER,
-        patient_id=str(evidence.PatientID), patient_name=evidence.PatientName,
+        patient_id=str(evidence.PatientID), patient_name="",
         patient_birth_date=str(evidence.PatientBirthDate), patient_sex=str(evidence.PatientSex) or None,
         accession_number=str(evidence.AccessionNumber), study_id=str(evidence.StudyID),
         study_date=str(evidence.StudyDate) or None, study_time=str(evidence.StudyTime) or None,
-        referring_physician_name=evidence.ReferringPhysicianName,
+        referring_physician_name="",
         pixel_spacing=spacing,
         patient_orientation=orientation or ("L", "F"),  # placeholder; emptied below when the source has none
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=identity.series_description,
     )
+    restore_name(capture, evidence)
     if orientation is None:
         capture.PatientOrientation = ""  # Type 2C: unknown stays empty, never guessed
     for keyword in ("PatientAge", "BodyPartExamined", "StudyDescription", "ViewPosition", "Laterality"):

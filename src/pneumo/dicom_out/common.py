@@ -8,11 +8,10 @@ output kind, so re-analysing the same image with the same model replaces (not du
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import re
-import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,6 @@ TYPE2_ATTRIBUTES = (
 )
 REQUIRED_UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SOPClassUID")
 _AGE = re.compile(r"^\d{3}[DWMY]$")
-_quiet_lock = threading.Lock()
-_quiet = False
 
 
 def read_source_header(source: str | os.PathLike | bytes) -> Any:
@@ -66,7 +63,7 @@ def evidence_dataset(source: Any) -> Any:
     missing = [name for name in REQUIRED_UIDS if not str(source.get(name, "") or "").strip()]
     if missing:
         raise DicomOutputError(f"the source DICOM lacks {', '.join(missing)}: a DICOM result must reference it")
-    ds = source.copy()
+    ds = copy.deepcopy(source)  # pydicom copy() shares the elements: edits would reach the source
     if "PixelData" in ds:
         del ds.PixelData
     for keyword in TYPE2_ATTRIBUTES:
@@ -130,15 +127,25 @@ def operating_threshold(prediction: Prediction) -> float:
     return float(value)
 
 
-def quiet_person_name_warnings() -> None:
-    """Silence highdicom's "unlikely to represent the intended person name" warning, whose text quotes the
-    PatientName (a patient identifier must not reach logs). Installed once, at first use, never at import."""
-    global _quiet
-    with _quiet_lock:
-        if not _quiet:
-            warnings.filterwarnings("ignore", message=r".*unlikely to represent the intended person name",
-                                    category=UserWarning)
-            _quiet = True
+#: person-name attributes highdicom checks (its warning quotes the name: identifiers must not reach logs)
+NAME_ATTRIBUTES = ("PatientName", "ReferringPhysicianName")
+
+
+def unnamed(evidence: Any) -> Any:
+    """A copy of ``evidence`` with empty person names, to hand to highdicom, which warns about
+    single-component names with the name quoted in the message; ``restore_name`` puts the source's back."""
+    ds = copy.deepcopy(evidence)
+    for keyword in NAME_ATTRIBUTES:
+        setattr(ds, keyword, "")
+    return ds
+
+
+def restore_name(result: Any, evidence: Any) -> Any:
+    """Copy the evidence's person names (unchanged from the source) onto ``result``; returns ``result``."""
+    for keyword in NAME_ATTRIBUTES:
+        if keyword in result or keyword == "PatientName":
+            setattr(result, keyword, evidence.get(keyword, ""))
+    return result
 
 
 def dataset_bytes(dataset: Any) -> bytes:

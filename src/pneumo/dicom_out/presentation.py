@@ -13,7 +13,8 @@ from pneumo.dicom_out.common import (
     derived_uid,
     evidence_dataset,
     operating_threshold,
-    quiet_person_name_warnings,
+    restore_name,
+    unnamed,
     result_identity,
 )
 from pneumo.dicom_out.sr import box_polyline
@@ -33,7 +34,6 @@ def build_presentation(source: Any, prediction: Prediction) -> Any:
     (its pydicom header). Raises DicomOutputError when the source lacks the UIDs to reference."""
     import highdicom as hd
 
-    quiet_person_name_warnings()
     evidence = evidence_dataset(source)
     identity = result_identity(evidence, prediction, "presentation")
     layer = hd.pr.GraphicLayer(layer_name=LAYER, order=1, description="pneumo opacity boxes (decision support)")
@@ -46,10 +46,11 @@ def build_presentation(source: Any, prediction: Prediction) -> Any:
              for box in prediction.boxes]
     texts.append(hd.pr.TextObject(text_value=caption(prediction), units="DISPLAY",
                                   bounding_box=(0.01, 0.93, 0.99, 0.99), text_justification="LEFT"))
-    annotation = hd.pr.GraphicAnnotation(referenced_images=[evidence], graphic_layer=layer,
+    reference = unnamed(evidence)
+    annotation = hd.pr.GraphicAnnotation(referenced_images=[reference], graphic_layer=layer,
                                          graphic_objects=graphics or None, text_objects=texts)
     state = hd.pr.GrayscaleSoftcopyPresentationState(
-        referenced_images=[evidence], series_instance_uid=identity.series_uid,
+        referenced_images=[reference], series_instance_uid=identity.series_uid,
         series_number=identity.series_number, sop_instance_uid=identity.sop_uid,
         instance_number=identity.instance_number, manufacturer=MANUFACTURER,
         manufacturer_model_name=prediction.model[:64], software_versions=prediction.model_version[:64],
@@ -58,6 +59,7 @@ def build_presentation(source: Any, prediction: Prediction) -> Any:
         graphic_annotations=[annotation], graphic_layers=[layer],
         series_description=identity.series_description,
     )
+    restore_name(state, evidence)
     for keyword in ("BodyPartExamined", "PatientAge", "StudyDescription"):
         if keyword in evidence and keyword not in state:
             setattr(state, keyword, evidence[keyword].value)

@@ -23,7 +23,8 @@ from pneumo.dicom_out.common import (
     derived_uid,
     evidence_dataset,
     operating_threshold,
-    quiet_person_name_warnings,
+    restore_name,
+    unnamed,
     result_identity,
 )
 from pneumo.errors import DicomOutputError
@@ -60,7 +61,6 @@ def build_sr(source: Any, prediction: Prediction) -> Any:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    quiet_person_name_warnings()
     evidence = evidence_dataset(source)
     code = _codes()
     identity = result_identity(evidence, prediction, "sr")
@@ -112,11 +112,12 @@ def build_sr(source: Any, prediction: Prediction) -> Any:
         name=code["comment"], value=DISCLAIMER, relationship_type="CONTAINS")])
     report[0].ContentSequence.append(statement)
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[evidence], content=report[0], series_instance_uid=identity.series_uid,
+        evidence=[unnamed(evidence)], content=report[0], series_instance_uid=identity.series_uid,
         series_number=identity.series_number, sop_instance_uid=identity.sop_uid,
         instance_number=identity.instance_number, manufacturer=MANUFACTURER, is_complete=True,
         series_description=identity.series_description,
     )
+    restore_name(sr, evidence)
     sr.ManufacturerModelName = prediction.model[:64]
     sr.SoftwareVersions = prediction.model_version[:64]
     if sop_uid == identity.sop_uid:  # cannot happen with hashed UIDs; guards a result replacing its source

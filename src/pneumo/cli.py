@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "console",
     "demo",
+    "dicom_node",
+    "dicomweb",
 )
 
 

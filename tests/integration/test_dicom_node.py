@@ -198,3 +198,31 @@ def test_a_pacs_that_comes_back_gets_the_queued_results(orthanc, node_factory, r
     finally:
         orthanc.start()
     assert set(_results(orthanc.wait_for_instances(uploaded["ParentStudy"], 4), source)) == RESULT_CLASSES
+
+
+def test_the_command_answers_c_echo_and_stops_cleanly_on_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pneumo", "dicom-node", "--port", str(port), "--destination", "PACS@127.0.0.1:9",
+         "--model", "baseline", "--queue-dir", str(tmp_path / "q")],
+        stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stderr.readline()
+        while line and "pneumo dicom-node: AE PNEUMO" not in line:
+            line = process.stderr.readline()
+        assert f"127.0.0.1:{port}" in line and "baseline" in line
+        assert _c_echo(port) == 0
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        process.stderr.close()

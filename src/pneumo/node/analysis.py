@@ -27,9 +27,10 @@ IMAGE_SOP_CLASSES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Analysed:
-    """What one analysis produced: the SOP Instance UIDs queued per kind, the probability, the box count."""
+    """What one analysis produced: the result data sets per kind (``sr``, ``capture``, ``presentation``),
+    the probability, the box count, the model name and version."""
 
-    queued: dict[str, str]
+    results: dict[str, Any]
     probability: float
     boxes: int
     model: str
@@ -51,10 +52,10 @@ def refusal(header: Any) -> str | None:
     return None
 
 
-def analyse(data: bytes, service: Any, model: str, outbox: Outbox) -> Analysed:
-    """Decode the DICOM ``data``, predict with ``model`` and queue its SR, SC and GSPS in ``outbox``.
+def analyse(data: bytes, service: Any, model: str) -> Analysed:
+    """Decode the DICOM ``data``, predict with ``model`` and build its SR, SC and GSPS.
     Raises PneumoError (typed) for an image that cannot be analysed."""
-    from pneumo.dicom_out import build_results, dataset_bytes, read_source_header
+    from pneumo.dicom_out import build_results, read_source_header
     from pneumo.io import read_xray
 
     header = read_source_header(data)
@@ -64,11 +65,18 @@ def analyse(data: bytes, service: Any, model: str, outbox: Outbox) -> Analysed:
     xray = read_xray(data)
     prediction = service.predict(xray, model, heatmap=False)
     results = build_results(header, xray.pixels, prediction)
-    queued = {}
-    for kind, dataset in results.items():
+    return Analysed(results, prediction.probability, len(prediction.boxes), prediction.model, prediction.model_version)
+
+
+def queue_results(analysed: Analysed, outbox: Outbox) -> list[str]:
+    """Put every result of ``analysed`` in ``outbox`` (atomic files) -> their SOP Instance UIDs."""
+    from pneumo.dicom_out import dataset_bytes
+
+    uids = []
+    for dataset in analysed.results.values():
         outbox.put(str(dataset.SOPInstanceUID), dataset_bytes(dataset))
-        queued[kind] = str(dataset.SOPInstanceUID)
-    return Analysed(queued, prediction.probability, len(prediction.boxes), prediction.model, prediction.model_version)
+        uids.append(str(dataset.SOPInstanceUID))
+    return uids
 
 
 def describe(error: BaseException) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumo.errors import ConfigError
-from pneumo.node.analysis import IMAGE_SOP_CLASSES, analyse, describe, refusal
+from pneumo.node.analysis import IMAGE_SOP_CLASSES, analyse, describe, queue_results, refusal
 from pneumo.node.peer import Peer, check_ae_title
 from pneumo.node.queue import Outbox
 from pneumo.node.sender import OutboxSender
@@ -144,11 +144,12 @@ class DicomNode:
     def _work(self, path: Path) -> None:
         """Analyse one inbox file; its results go to the outbox; the file is removed either way."""
         try:
-            result = analyse(path.read_bytes(), self.service, self.config.model, self.sender.outbox)
+            result = analyse(path.read_bytes(), self.service, self.config.model)
+            queued = queue_results(result, self.outbox)
             self.analysed += 1
             self.outbox.changed.set()
             LOG.info("analysed image %s with %s %s: p = %.3f, %d box(es); %d result(s) queued", path.stem,
-                     result.model, result.version, result.probability, result.boxes, len(result.queued))
+                     result.model, result.version, result.probability, result.boxes, len(queued))
         except Exception as error:  # noqa: BLE001 - one bad image must never stop the node
             self.refused += 1
             LOG.warning("could not analyse image %s: %s", path.stem, describe(error))

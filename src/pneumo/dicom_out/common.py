@@ -110,8 +110,10 @@ def result_identity(source: Any, prediction: Prediction, kind: str) -> ResultIde
         instance = max(1, int(source.get("InstanceNumber") or 1))
     except (TypeError, ValueError):
         instance = 1
-    description = f"pneumo {prediction.model} {prediction.model_version} {label}: decision support"
-    return ResultIdentity(series, sop, number, instance, description[:64])
+    description = f"pneumo {prediction.model} {label} - decision support"  # the version: SoftwareVersions
+    if len(description) > 64:
+        description = f"pneumo {label} - decision support"
+    return ResultIdentity(series, sop, number, instance, description)
 
 
 def algorithm_name(prediction: Prediction) -> str:

@@ -172,3 +172,36 @@ def test_building_results_leaves_the_source_header_untouched(rsna_mini):
     before = header.to_json_dict()
     build_results(header, xray.pixels, _prediction(*xray.original_size))
     assert header.to_json_dict() == before
+
+
+def test_presentation_lut_keeps_a_monochrome1_source_looking_as_it_does(written):
+    for source, (_, paths) in written.items():
+        photometric = pydicom.dcmread(source, stop_before_pixels=True).PhotometricInterpretation
+        shape = pydicom.dcmread(paths["presentation"]).PresentationLUTShape
+        assert shape == ("INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"), source.name
+    assert any(pydicom.dcmread(s, stop_before_pixels=True).PhotometricInterpretation == "MONOCHROME1" for s in written)
+
+
+def test_invalid_type2_source_values_are_emptied_and_the_results_still_validate(rsna_mini, tmp_path):
+    path = sorted((rsna_mini / "stage_2_train_images").glob("*.dcm"))[0]
+    header, xray = read_source_header(path), read_xray(path)
+    with pytest.warns(UserWarning, match="Invalid value"):  # pydicom warns as we set them
+        header.PatientSex, header.StudyDate, header.StudyTime, header.PatientAge = "Female", "not-a-date", "xx", "?"
+    results = build_results(header, xray.pixels, _prediction(*xray.original_size))
+    for kind, file in write_results(tmp_path, results).items():
+        ds = pydicom.dcmread(file, stop_before_pixels=True)
+        assert not ds.get("PatientSex") and not ds.get("StudyDate") and "PatientAge" not in ds, kind
+        assert dciodvfy_errors(file) == [], kind
+
+
+def test_a_source_value_highdicom_refuses_becomes_a_typed_error(rsna_mini, monkeypatch):
+    import pneumo.dicom_out as dicom_out
+
+    def refuse(*_args):
+        raise ValueError("value refused")
+
+    monkeypatch.setattr(dicom_out, "build_presentation", refuse)
+    path = sorted((rsna_mini / "stage_2_train_images").glob("*.dcm"))[0]
+    xray = read_xray(path)
+    with pytest.raises(DicomOutputError, match="presentation object .*value refused"):
+        build_results(read_source_header(path), xray.pixels, _prediction(*xray.original_size))

@@ -33,6 +33,12 @@ TYPE2_ATTRIBUTES = (
 )
 REQUIRED_UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SOPClassUID")
 _AGE = re.compile(r"^\d{3}[DWMY]$")
+#: Type 2 date / time attributes: a value that is not a valid DA / TM is emptied (highdicom refuses it)
+_DATE_TIME = {
+    "PatientBirthDate": re.compile(r"^\d{8}$"),
+    "StudyDate": re.compile(r"^\d{8}$"),
+    "StudyTime": re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$"),
+}
 
 
 def read_source_header(source: str | os.PathLike | bytes) -> Any:
@@ -58,7 +64,8 @@ def normalised_age(value: Any) -> str | None:
 
 def evidence_dataset(source: Any) -> Any:
     """A copy of the source header that highdicom and dciodvfy accept as evidence: the required UIDs checked,
-    missing Type 2 Patient/Study attributes present and empty, PatientAge as a valid AS value or absent.
+    missing Type 2 Patient/Study attributes present and empty, PatientAge as a valid AS value or absent,
+    a PatientSex other than M/F/O and an invalid PatientBirthDate / StudyDate / StudyTime emptied.
     Raises DicomOutputError when a UID the results must reference is missing."""
     missing = [name for name in REQUIRED_UIDS if not str(source.get(name, "") or "").strip()]
     if missing:
@@ -71,6 +78,11 @@ def evidence_dataset(source: Any) -> Any:
             setattr(ds, keyword, "")
     if "SeriesInstanceUID" not in ds or not str(ds.SeriesInstanceUID).strip():
         raise DicomOutputError("the source DICOM lacks SeriesInstanceUID: a DICOM result must reference it")
+    for keyword, pattern in _DATE_TIME.items():
+        if not pattern.match(str(ds[keyword].value or "").strip()):
+            setattr(ds, keyword, "")
+    if str(ds.PatientSex).strip().upper() not in ("M", "F", "O", ""):
+        ds.PatientSex = ""  # Type 2: an unknown value is left empty, not guessed
     if "PatientAge" in ds:
         age = normalised_age(ds.PatientAge)
         if age is None:

@@ -1,7 +1,7 @@
 """Grayscale Softcopy Presentation State of one prediction (highdicom): the boxes as closed POLYLINE graphic
 objects (PIXEL units, xyxy corners unchanged) with their confidence as text, and a caption (probability,
 model name and version, "decision support, not a diagnosis") in DISPLAY units, on a "PNEUMO" layer that
-references the original image. BodyPartExamined is copied (dciodvfy wants it for Laterality, Type 2C).
+references the original image (a MONOCHROME1 source gets the INVERSE presentation LUT). BodyPartExamined is copied (dciodvfy wants it for Laterality, Type 2C).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def build_presentation(source: Any, prediction: Prediction) -> Any:
 
     evidence = evidence_dataset(source)
     identity = result_identity(evidence, prediction, "presentation")
+    # MONOCHROME1 (white = air): the presentation LUT inverts, so the image looks as without the state
+    monochrome1 = str(evidence.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1"
     layer = hd.pr.GraphicLayer(layer_name=LAYER, order=1, description="pneumo opacity boxes (decision support)")
     graphics = [hd.pr.GraphicObject(graphic_type="POLYLINE", graphic_data=box_polyline(box), units="PIXEL",
                                     tracking_id=f"opacity {i}",
@@ -57,6 +59,8 @@ def build_presentation(source: Any, prediction: Prediction) -> Any:
         device_serial_number="", content_label=LAYER,
         content_description=f"pneumo {prediction.model} {prediction.model_version} boxes: decision support"[:64],
         graphic_annotations=[annotation], graphic_layers=[layer],
+        presentation_lut_transformation=hd.PresentationLUTTransformation(
+            presentation_lut_shape="INVERSE" if monochrome1 else "IDENTITY"),
         series_description=identity.series_description,
     )
     restore_name(state, evidence)

@@ -12,6 +12,7 @@ Logs name SOP classes and UIDs, never a patient name or ID.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pneumo.node.queue import Outbox
 from pneumo.node.sender import OutboxSender
 
 LOG = logging.getLogger("pneumo.node")
+UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 STATUS_SUCCESS, STATUS_OUT_OF_RESOURCES, STATUS_CANNOT_UNDERSTAND, STATUS_REFUSED = 0x0000, 0xA700, 0xC210, 0xC000
 
 
@@ -115,6 +117,8 @@ class DicomNode:
             header = event.dataset
             header.file_meta = event.file_meta
             sop_uid = str(header.SOPInstanceUID)
+            if not UID.fullmatch(sop_uid):  # it names a file: never a path
+                raise ValueError("SOPInstanceUID is not a UID")
             reason = refusal(header)
         except Exception as error:  # a data set pydicom cannot decode, or one without a SOP Instance UID
             self.refused += 1

@@ -79,7 +79,7 @@ class OutboxSender:
     """A thread that C-STOREs what an ``Outbox`` holds to ``destination``, retrying with backoff until each
     object is confirmed; a restart resends whatever is still queued."""
 
-    def __init__(self, outbox: Outbox, destination: Peer, ae_title: str, *, batch: int = 32) -> None:
+    def __init__(self, outbox: Outbox, destination: Peer, ae_title: str, *, batch: int = 8) -> None:
         self.outbox, self.destination, self.ae_title, self.batch = outbox, destination, ae_title, batch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pneumo-sender", daemon=True)

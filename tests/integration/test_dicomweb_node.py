@@ -5,6 +5,7 @@ a restart neither redo nor skip an instance. The model is the fast prior-box ``b
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,9 @@ def _study_results(orthanc: OrthancServer, study_id: str, source: Path) -> dict[
     return {i["SOPClassUID"]: i for i in orthanc.study_instances(study_id) if i["SOPInstanceUID"] != source_uid}
 
 
-def test_poll_stores_results_in_the_same_study_and_a_restart_neither_redoes_nor_skips(orthanc, rsna_mini, tmp_path):
+def test_poll_stores_results_in_the_same_study_and_a_restart_neither_redoes_nor_skips(orthanc, rsna_mini, tmp_path,
+                                                                                       caplog):
+    caplog.set_level(logging.INFO, logger="pneumo.node")
     images = sorted((rsna_mini / "stage_2_train_images").glob("*.dcm"))
     first, second = images[10], images[11]
     uploaded = orthanc.upload(first)
@@ -72,13 +75,22 @@ def test_poll_stores_results_in_the_same_study_and_a_restart_neither_redoes_nor_
     assert len(orthanc.rest("GET", f"/studies/{knee['ParentStudy']}/instances")) == 1  # nothing for the knee
 
     # a restart (new poller, same state file) redoes nothing; a new image is picked up, and only it
-    again = DicomWebPoller(f"{orthanc.url}/dicom-web", service, "baseline", StateFile(state_path)).poll()
+    restarted = DicomWebPoller(f"{orthanc.url}/dicom-web", service, "baseline", StateFile(state_path))
+    listed = []
+    search = restarted.client.search_for_instances
+    restarted.client.search_for_instances = lambda *a, **k: listed.append(a) or search(*a, **k)
+    again = restarted.poll()
     assert again.stored == [] and again.refused == [] and again.skipped == 2
+    assert listed == []  # finished series are not even listed (their instance count says all are done)
     added = orthanc.upload(second)
     third = DicomWebPoller(f"{orthanc.url}/dicom-web", service, "baseline", StateFile(state_path)).poll()
     assert third.stored == [str(pydicom.dcmread(second, stop_before_pixels=True).SOPInstanceUID)]
     assert set(_study_results(orthanc, added["ParentStudy"], second)) == RESULT_CLASSES
     assert len(orthanc.rest("GET", f"/studies/{uploaded['ParentStudy']}/instances")) == 4  # no duplicates
+    assert "KNEE" in caplog.text and "stored" in caplog.text
+    for path in (first, second):
+        assert str(pydicom.dcmread(path, stop_before_pixels=True).PatientID) not in caplog.text
+    assert "KNEE-1" not in caplog.text and "Knee^Test" not in caplog.text
 
 
 def test_cli_once_and_an_unreachable_server(orthanc, rsna_mini, tmp_path, capsys):

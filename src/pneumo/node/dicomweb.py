@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ def parse_interval(text: str) -> float:
 
 class StateFile:
     """Instances already handled, in a JSON file written atomically after every change:
-    ``{"version": 1, "instances": {SOPInstanceUID: {"study": ..., "outcome": "stored" | "refused",
+    ``{"version": 1, "instances": {SOPInstanceUID: {"study": ..., "series": ..., "outcome": "stored" | "refused",
     "detail": ..., "results": [result SOP UIDs]}}}``. A corrupt file is refused (ConfigError), never reset."""
 
     def __init__(self, path: str | Path) -> None:
@@ -60,12 +61,18 @@ class StateFile:
     def done(self, sop_uid: str) -> bool:
         return sop_uid in self.instances
 
-    def record(self, sop_uid: str, study_uid: str, outcome: str, detail: str = "", results: list[str] | None = None) -> None:
+    def done_per_series(self) -> Counter:
+        """Series Instance UID -> how many of its instances are done."""
+        with self._lock:
+            return Counter(entry.get("series", "") for entry in self.instances.values())
+
+    def record(self, sop_uid: str, study_uid: str, series_uid: str, outcome: str, detail: str = "",
+               results: list[str] | None = None) -> None:
         from pneumo.outputs import atomic_write
 
         with self._lock:
-            self.instances[sop_uid] = {"study": study_uid, "outcome": outcome, "detail": detail,
-                                       "results": list(results or [])}
+            self.instances[sop_uid] = {"study": study_uid, "series": series_uid, "outcome": outcome,
+                                       "detail": detail, "results": list(results or [])}
             with atomic_write(self.path) as handle:
                 json.dump({"version": STATE_VERSION, "instances": self.instances}, handle, indent=1, sort_keys=True)
 
@@ -96,15 +103,21 @@ class DicomWebPoller:
             client = DICOMwebClient(url=url.rstrip("/"), timeout=timeout_s)
         self.url, self.client, self.service, self.model, self.state = url, client, service, model, state
 
-    def find_instances(self) -> list[tuple[str, str, str]]:
-        """(study, series, SOP instance) UIDs of every CR/DX instance on the server (QIDO-RS)."""
-        found = []
+    def find_instances(self) -> tuple[list[tuple[str, str, str]], int]:
+        """(study, series, SOP instance) UIDs of the CR/DX instances on the server (QIDO-RS), and how many
+        were not listed because their series says (NumberOfSeriesRelatedInstances) that all are done."""
+        found, finished = [], 0
+        done = self.state.done_per_series()
         for modality in MODALITIES:
             for series in self.client.search_for_series(search_filters={"Modality": modality}, get_remaining=True):
                 study_uid, series_uid = _value(series, "0020000D"), _value(series, "0020000E")
+                count = _value(series, "00201209")
+                if count.isdigit() and 0 < int(count) <= done.get(series_uid, 0):
+                    finished += int(count)
+                    continue
                 for instance in self.client.search_for_instances(study_uid, series_uid, get_remaining=True):
                     found.append((study_uid, series_uid, _value(instance, "00080018")))
-        return found
+        return found, finished
 
     def poll(self) -> PollReport:
         """One pass: every CR/DX instance not yet in the state is fetched, analysed and answered.
@@ -115,7 +128,7 @@ class DicomWebPoller:
 
         report = PollReport()
         try:
-            instances = self.find_instances()
+            instances, report.skipped = self.find_instances()
         except requests.RequestException as error:
             raise DicomNetworkError(f"QIDO-RS query to {self.url} failed ({type(error).__name__})") from error
         for study_uid, series_uid, sop_uid in instances:
@@ -131,12 +144,12 @@ class DicomWebPoller:
                 continue
             except PneumoError as error:
                 LOG.warning("refused instance %s: %s", sop_uid, describe(error))
-                self.state.record(sop_uid, study_uid, "refused", describe(error))
+                self.state.record(sop_uid, study_uid, series_uid, "refused", describe(error))
                 report.refused.append(sop_uid)
                 continue
             except Exception as error:  # noqa: BLE001 - a decoder failure on one instance must not stop polling
                 LOG.warning("could not analyse instance %s: %s", sop_uid, describe(error))
-                self.state.record(sop_uid, study_uid, "refused", describe(error))
+                self.state.record(sop_uid, study_uid, series_uid, "refused", describe(error))
                 report.refused.append(sop_uid)
                 continue
             results = list(analysed.results.values())
@@ -146,7 +159,7 @@ class DicomWebPoller:
                 LOG.warning("STOW-RS of the results of %s failed (%s); will retry", sop_uid, type(error).__name__)
                 report.failed.append(sop_uid)
                 continue
-            self.state.record(sop_uid, study_uid, "stored", f"{analysed.model} {analysed.version}",
+            self.state.record(sop_uid, study_uid, series_uid, "stored", f"{analysed.model} {analysed.version}",
                               [str(ds.SOPInstanceUID) for ds in results])
             report.stored.append(sop_uid)
             LOG.info("instance %s: p = %.3f, %d box(es); %d result(s) stored", sop_uid, analysed.probability,

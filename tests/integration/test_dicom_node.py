@@ -226,3 +226,43 @@ def test_the_command_answers_c_echo_and_stops_cleanly_on_sigterm(tmp_path):
             process.kill()
             process.wait(10)
         process.stderr.close()
+
+
+class _BlockingService:
+    """Stands in for the InferenceService to hold the single worker busy until ``release`` is set."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def predict(self, xray, model, heatmap=False):
+        from pneumo.types import Box, Prediction
+
+        self.started.set()
+        self.release.wait(30)
+        return Prediction(probability=0.5, boxes=(Box(10, 10, 50, 60, 0.7),), model="blocking", model_version="0",
+                          image_size=xray.original_size, extra={"threshold": 0.5})
+
+
+def test_a_full_pool_answers_out_of_resources_and_loses_nothing(tmp_path, rsna_mini):
+    service = _BlockingService()
+    config = NodeConfig(destination=Peer(AE_TITLE, "127.0.0.1", free_port()), queue_dir=tmp_path / "q",
+                        port=free_port(), model="blocking", workers=1, max_pending=1, backoff_s=5.0)
+    node = DicomNode(config, service)
+    node.start()
+    try:
+        first, second = (pydicom.dcmread(_rsna(rsna_mini, i)) for i in (4, 5))
+        assert _c_store(node.port, first, JPEGBaseline8Bit) == 0
+        assert service.started.wait(30)
+        assert _c_store(node.port, second, JPEGBaseline8Bit) == 0xA700  # busy: the sender must retry
+        assert [p.stem for p in node.inbox.glob("*.dcm")] == [first.SOPInstanceUID]
+        service.release.set()
+        deadline = time.monotonic() + 30
+        while len(node.outbox.pending()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(node.outbox.pending()) == 3 and list(node.inbox.glob("*.dcm")) == []
+        assert _c_store(node.port, second, JPEGBaseline8Bit) == 0  # room again
+    finally:
+        service.release.set()
+        node.stop()

@@ -18,7 +18,6 @@ from pneumo.dicom_out.common import (
     evidence_dataset,
     operating_threshold,
     restore_name,
-    unnamed,
     result_identity,
 )
 from pneumo.errors import DicomOutputError

@@ -66,7 +66,6 @@ def build_sr(source: Any, prediction: Prediction) -> Any:
     identity = result_identity(evidence, prediction, "sr")
     threshold = operating_threshold(prediction)
     algorithm = hd.sr.AlgorithmIdentification(name=algorithm_name(prediction), version=prediction.model_version)
-    sop_uid = str(evidence.SOPInstanceUID)
 
     def tracking(label: str, *key: str) -> Any:
         return hd.sr.TrackingIdentifier(identifier=label, uid=derived_uid("pneumo-tracking", identity.sop_uid, *key))
@@ -120,8 +119,6 @@ def build_sr(source: Any, prediction: Prediction) -> Any:
     restore_name(sr, evidence)
     sr.ManufacturerModelName = prediction.model[:64]
     sr.SoftwareVersions = prediction.model_version[:64]
-    if sop_uid == identity.sop_uid:  # cannot happen with hashed UIDs; guards a result replacing its source
-        raise DicomOutputError("derived SR UID equals the source UID")
     return sr
 
 

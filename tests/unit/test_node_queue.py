@@ -61,3 +61,21 @@ def test_refusal_rules():
     assert "KNEE" in refusal(_header(Modality="DX", BodyPartExamined="KNEE"))
     assert "pneumo result" in refusal(_header(sop="1.2.840.10008.5.1.4.1.1.7", Manufacturer="pneumo"))
     assert "PATIENT-ID" not in (refusal(_header(Modality="MR", PatientID="PATIENT-ID")) or "")
+
+
+def test_a_node_whose_port_is_taken_fails_to_start_and_leaves_nothing_running(tmp_path):
+    import socket
+    import threading
+
+    from pneumo.node.scp import DicomNode, NodeConfig
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        threads = threading.active_count()
+        node = DicomNode(NodeConfig(destination=Peer("PACS", "127.0.0.1", 9), queue_dir=tmp_path, port=port), None)
+        with pytest.raises(OSError):
+            node.start()
+        node.stop()  # safe after a failed start
+        assert threading.active_count() == threads

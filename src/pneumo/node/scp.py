@@ -88,7 +88,12 @@ class DicomNode:
         for sop_class in IMAGE_SOP_CLASSES:
             ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS)]
-        self._server = ae.start_server((self.config.host, self.config.port), block=False, evt_handlers=handlers)
+        try:
+            self._server = ae.start_server((self.config.host, self.config.port), block=False, evt_handlers=handlers)
+        except Exception:  # e.g. the port is taken: leave no worker behind
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            raise
         self.sender.start()
         LOG.info("AE %s listening on %s:%d; results to %s", self.config.ae_title, self.config.host, self.port,
                  self.config.destination)

@@ -91,7 +91,8 @@ class OutboxSender:
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         self.outbox.changed.set()
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
 
     def _run(self) -> None:
         while not self._stop.is_set():

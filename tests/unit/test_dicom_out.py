@@ -205,3 +205,28 @@ def test_a_source_value_highdicom_refuses_becomes_a_typed_error(rsna_mini, monke
     xray = read_xray(path)
     with pytest.raises(DicomOutputError, match="presentation object .*value refused"):
         build_results(read_source_header(path), xray.pixels, _prediction(*xray.original_size))
+
+
+def test_a_dx_source_with_12_bits_gives_valid_results(tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1.1", generate_uid()  # DX for presentation
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID = "Doe^Jane", "ID1"
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition, ds.Laterality = "DX", "CHEST", "PA", ""
+    ds.Rows = ds.Columns = 256
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.tile(np.linspace(0, 4095, 256), (256, 1)).astype(np.uint16).tobytes()
+    path = tmp_path / "dx.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    xray = read_xray(path)
+    paths = write_results(tmp_path / "out", build_results(read_source_header(path), xray.pixels,
+                                                          _prediction(*xray.original_size)))
+    for kind, file in paths.items():
+        assert dciodvfy_errors(file) == [], kind
+    assert read_sr(pydicom.dcmread(paths["sr"])).boxes[0].x1 == pytest.approx(0.10 * 256 + 0.25, abs=1e-3)

@@ -90,7 +90,7 @@ def build_capture(source: Any, pixels: np.ndarray, prediction: Prediction) -> An
     restore_name(capture, evidence)
     if orientation is None:
         capture.PatientOrientation = ""  # Type 2C: unknown stays empty, never guessed
-    for keyword in ("PatientAge", "BodyPartExamined", "StudyDescription", "ViewPosition", "Laterality"):
+    for keyword in ("PatientAge", "BodyPartExamined", "StudyDescription", "ViewPosition"):
         if keyword in evidence and keyword not in capture:
             setattr(capture, keyword, evidence[keyword].value)
     capture.BurnedInAnnotation = "YES"

@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "console",
     "demo",
+    "dicom_node",
+    "dicomweb",
 )
 
 

@@ -98,3 +98,16 @@ class TrainingError(PneumoError):
     distributed processes disagree."""
 
     code = "training"
+
+
+class DicomOutputError(PneumoError):
+    """A DICOM result (SR, secondary capture, presentation state) cannot be built: the source is not a DICOM
+    image with the identifiers a result must reference (SOP Instance UID, Study Instance UID, SOP Class UID)."""
+
+    code = "dicom_output"
+
+
+class DicomNetworkError(PneumoError):
+    """A DICOM network peer (PACS, DICOMweb server) cannot be reached or refused a request."""
+
+    code = "dicom_network"

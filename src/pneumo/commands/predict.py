@@ -3,7 +3,9 @@
 Output by extension: ``.csv`` = Kaggle submission (``patientId,PredictionString``; one row per image,
 patientId = file stem, ``conf x y width height`` repeated in original pixels, empty for no box) or ``.jsonl``
 (one object per image: patientId, probability, boxes [{x, y, width, height, confidence}], model,
-model_version, threshold, image size, disclaimer). The file is written atomically at the end: an interrupted
+model_version, threshold, image size, disclaimer). ``--dicom-out DIR`` also writes, per DICOM input, a TID 1500
+SR, a secondary capture and a presentation state (``pneumo.dicom_out``) as ``DIR/<SOPInstanceUID>.dcm``; a
+PNG/JPEG input gets a message that DICOM output needs a DICOM input (and counts as a failure, exit 3). The file is written atomically at the end: an interrupted
 run leaves no partial file (and an existing file untouched).
 
 Exit codes: 0 every input predicted; 3 some inputs failed (each reported on stderr, skipped, the rest
@@ -46,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tta", action="store_true", default=None,
                         help="horizontal-flip test-time augmentation (ensembles: default from their spec)")
     parser.add_argument("--overlays", default=None, metavar="DIR", help="also write one overlay PNG per image here")
+    parser.add_argument("--dicom-out", default=None, metavar="DIR",
+                        help="also write DICOM results per DICOM input here: SR (TID 1500), secondary capture and "
+                        "presentation state, each as <SOPInstanceUID>.dcm")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -102,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, workers=args.workers, on_error=on_error,
         progress=False if args.no_progress else None, description=f"predict {info.name}",
     ):
+        if args.dicom_out is not None and not _write_dicom(Path(args.dicom_out), path, xray, prediction):
+            failures += 1
         if args.overlays is not None:
             _write_overlay(Path(args.overlays) / f"{ids[path]}.png", xray, prediction)
             prediction = dataclasses.replace(prediction, heatmap=None)  # keep memory flat on large runs
@@ -114,6 +121,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"pneumo predict: {len(results)} image(s) -> {output} ({info.name} {info.version})"
           + (f"; {failures} input(s) failed, see above" if failures else ""), file=sys.stderr)
     return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _write_dicom(folder: Path, path: Path, xray, prediction) -> bool:
+    """Write the SR, secondary capture and presentation state of one input; False (reported) when impossible."""
+    from pneumo.dicom_out import build_results, read_source_header, write_results
+    from pneumo.errors import PneumoError
+
+    if xray.source_format != "dicom":
+        _error(f"no DICOM output for {path}: DICOM output needs a DICOM input (this is {xray.source_format.upper()})")
+        return False
+    try:
+        write_results(folder, build_results(read_source_header(path), xray.pixels, prediction))
+    except PneumoError as error:
+        _error(f"no DICOM output for {path}: {error}")
+        return False
+    return True
 
 
 def _write_overlay(path: Path, xray, prediction) -> None:

@@ -47,3 +47,18 @@ def nih_weak() -> Path:
 @pytest.fixture(scope="session")
 def dicom_samples() -> Path:
     return _require(SHARED_DATA / "dicom-samples")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Servers and commands started by tests keep their database and images in a temporary folder, never in
+    the user's ~/.local/share/pneumo (a test that needs its own sets PNEUMO_DATA_DIR or passes data_dir)."""
+    from pneumo.store.db import DATA_DIR_ENV, DATABASE_ENV
+
+    previous = {name: os.environ.pop(name, None) for name in (DATA_DIR_ENV, DATABASE_ENV)}
+    os.environ[DATA_DIR_ENV] = str(tmp_path_factory.mktemp("pneumo-data"))
+    yield
+    for name, value in previous.items():
+        os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value

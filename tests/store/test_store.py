@@ -29,7 +29,7 @@ from pneumo.store.users import add_user, authenticate, disable_user, list_users
 
 def fields(flagged: bool = False, patient: str = "P1", boxes: list | None = None) -> dict:
     result_id = uuid.uuid4().hex
-    boxes = [{"x": 10.0, "y": 12.5, "width": 20.0, "height": 30.25, "confidence": 0.875}] if boxes is None else boxes
+    boxes = [[10.0, 12.5, 30.0, 42.75, 0.875]] if boxes is None else boxes
     return {
         "id": result_id, "created_at": audit.utcnow(), "requested_by": "alice", "source_format": "dicom",
         "file_sha256": "ab" * 32, "study_uid": "1.2.3", "series_uid": "1.2.3.4", "sop_uid": "1.2.3.4.5",
@@ -206,7 +206,7 @@ def test_users_keys_are_hashed_verified_and_disabled(db) -> None:
 
 
 def test_export_reviews_writes_rsna_labels(db, tmp_path: Path) -> None:
-    box = {"x": 10.0, "y": 12.5, "width": 20.0, "height": 30.0, "confidence": 0.9}
+    box = [10.0, 12.5, 30.0, 42.5, 0.9]
     cases = {
         "AGREE": (fields(True, "AGREE", [box]), ReviewInput("agree")),
         "NEG": (fields(True, "NEG", [box]), ReviewInput("disagree")),

@@ -34,7 +34,7 @@ def label_boxes(analysis: Analysis, review: Review) -> list[list[float]] | None:
     """The xyxy boxes a review asserts, or None when it asserts none that can be written."""
     if review.boxes is not None:
         return [list(map(float, b)) for b in review.boxes]
-    predicted = [[b["x"], b["y"], b["x"] + b["width"], b["y"] + b["height"]] for b in analysis.boxes]
+    predicted = [list(map(float, b[:4])) for b in analysis.boxes]
     if review.decision == "agree":
         return predicted
     return [] if predicted else None

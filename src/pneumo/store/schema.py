@@ -1,8 +1,8 @@
 """The database tables (SQLAlchemy 2 ORM). The Alembic migrations in ``migrations/versions`` create them;
 this module is their one description in Python.
 
-Boxes in JSON columns: ``boxes`` are the API's RSNA-style ``{x, y, width, height, confidence}`` dicts in
-original-image pixels; ``ground_truth`` and review ``boxes`` are lists of ``[x1, y1, x2, y2]`` (xyxy, original px).
+Boxes in JSON columns (original-image pixels, xyxy): the model's ``boxes`` are ``[x1, y1, x2, y2, confidence]``
+lists; ``ground_truth`` and review ``boxes`` are ``[x1, y1, x2, y2]``.
 Times are UTC.
 """
 
@@ -45,7 +45,7 @@ class Analysis(Base):
     probability: Mapped[float] = mapped_column(Float, nullable=False)  # calibrated, in [0, 1]
     positive: Mapped[bool | None] = mapped_column(Boolean)
     flagged: Mapped[bool] = mapped_column(Boolean, nullable=False)  # positive at the operating threshold
-    boxes: Mapped[list[dict[str, float]]] = mapped_column(JSON, nullable=False)
+    boxes: Mapped[list[list[float]]] = mapped_column(JSON, nullable=False)
     timings: Mapped[dict[str, float]] = mapped_column(JSON, nullable=False)
     warnings: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     ground_truth: Mapped[list[list[float]] | None] = mapped_column(JSON)

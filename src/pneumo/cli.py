@@ -24,6 +24,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tune",
     "export",
     "serve",
+    "users",
+    "audit",
+    "export_reviews",
     "console",
     "demo",
 )

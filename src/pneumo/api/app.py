@@ -83,9 +83,10 @@ def create_app(settings: ApiSettings | None = None, service_factory: ServiceFact
             db=db,
         )
         log.info(
-            "pneumo API %s ready: models=%s, workers=%d, upload limit %.0f MiB, labels %s, api key %s",
+            "pneumo API %s ready: models=%s, workers=%d, upload limit %.0f MiB, labels %s, api key %s, database %s",
             __version__, ",".join(names) or "none", settings.workers, settings.max_upload_mb,
             "loaded" if labels is not None else "none", "required" if settings.api_key else "off",
+            db.engine.dialect.name,
         )
         try:
             yield

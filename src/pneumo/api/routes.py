@@ -172,7 +172,8 @@ async def get_overlay(
     return _png(await _render(state, result, "overlay+heatmap" if heatmap and result.prediction.heatmap is not None else "overlay"))
 
 
-@v1.get("/predictions/{result_id}/submission.csv", response_class=PlainTextResponse)
+@v1.get("/predictions/{result_id}/submission.csv", response_class=Response,
+        responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "one CSV row"}})
 async def get_submission(request: Request, result_id: str) -> PlainTextResponse:
     """The Kaggle RSNA submission row (with its header) for this image."""
     result = await _result(request, result_id, "submission")

@@ -10,6 +10,7 @@ names the operation."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from pneumo.api import ApiSettings, create_app
 
-MAX_EXAMPLES = 6
+MAX_EXAMPLES = int(os.environ.get("PNEUMO_FUZZ_EXAMPLES", "6"))  # raise it for a deeper run
 
 
 @pytest.fixture(scope="module")

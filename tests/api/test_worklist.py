@@ -37,8 +37,11 @@ def phi_dicom(name: str, patient_id: str) -> bytes:
     return buffer.getvalue()
 
 
-def test_results_answer_identically_after_a_restart(model_dir: Path, rsna_cases: dict, tmp_path: Path) -> None:
-    settings = {"labels": rsna_cases["labels"]}
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_results_answer_identically_after_a_restart(model_dir: Path, rsna_cases: dict, tmp_path: Path,
+                                                    backend: str, request: pytest.FixtureRequest) -> None:
+    database = None if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    settings = {"labels": rsna_cases["labels"], "database": database}
     before: dict[str, dict[str, bytes]] = {}
     with TestClient(app_for(model_dir, tmp_path, **settings)) as client:
         for path, model in ((rsna_cases["positive"], "ensemble"), (rsna_cases["negative"], "chexnet")):
@@ -53,7 +56,7 @@ def test_results_answer_identically_after_a_restart(model_dir: Path, rsna_cases:
             for suffix, content in answers.items():
                 response = client.get(f"/v1/predictions/{rid}{suffix}")
                 assert response.status_code == 200 and response.content == content, suffix
-    db = open_database(None, tmp_path)
+    db = open_database(database, tmp_path)
     try:
         for rid in before:
             row = get_analysis(db, rid)

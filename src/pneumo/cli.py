@@ -26,7 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "users",
     "audit",
-    "export_reviews",
+    "reviews",  # export-reviews
     "console",
     "demo",
 )

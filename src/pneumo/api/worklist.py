@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pneumo.api import persist
 from pneumo.api.auth import Principal, authenticate, require_admin
 from pneumo.api.routes import ERRORS, NO_STORE, get_state
+from pneumo.api.schemas import ErrorOut
 from pneumo.api.worklist_schemas import (
     AuditOut,
     MeOut,
@@ -29,7 +30,7 @@ from pneumo.store import audit, users
 from pneumo.store.analyses import ReviewInput, add_review, list_analyses, review_json
 
 worklist = APIRouter(prefix="/v1", dependencies=[Depends(authenticate)], responses=ERRORS, tags=["worklist"])
-ADMIN_ONLY: dict[int | str, dict[str, Any]] = {403: {"model": ERRORS[401]["model"], "description": "not an admin"}}
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {403: {"model": ErrorOut, "description": "the key is not an admin's"}}
 Status = Literal["unreviewed", "reviewed", "agree", "disagree", "corrected"]
 
 

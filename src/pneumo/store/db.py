@@ -92,7 +92,8 @@ class Database:
             with self.sessions.begin() as session:
                 yield session
         except SQLAlchemyError as error:
-            raise StoreError(f"database error: {type(error).__name__}: {error.__class__.__doc__ or ''}".strip()) from error
+            # not str(error): it holds the SQL parameters, which may include a patient id
+            raise StoreError(f"database error ({type(error).__name__}); nothing was saved") from error
 
     def close(self) -> None:
         self.engine.dispose()

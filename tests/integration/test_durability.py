@@ -1,6 +1,6 @@
-"""`kill -9` of a real `pneumo serve` during a burst of uploads leaves a consistent database: it passes
-SQLite's integrity check, every row is complete with its files present, every acknowledged result is there,
-and after a restart each one answers exactly as it did before."""
+"""`kill -9` of a real `pneumo serve` during a burst of uploads leaves a consistent database (SQLite, and a
+real PostgreSQL server): SQLite's integrity check passes, every row is complete with its files present, every
+acknowledged result is there, and after a restart each one answers exactly as it did before."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -33,14 +32,14 @@ def _helpers():
     return module
 
 
-def start_server(model_dir: Path, data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def start_server(model_dir: Path, data_dir: Path, port: int, log: Path, database: str | None) -> subprocess.Popen:
     env = {**os.environ, "PNEUMO_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     env.pop("PNEUMO_DATABASE_URL", None)
     handle = open(log, "ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "pneumo", "serve", "--port", str(port), "--model-dir", str(model_dir),
-         "--workers", "2", "--log-level", "warning"], env=env, stdout=handle, stderr=subprocess.STDOUT)
+         "--workers", "2", "--log-level", "warning", *(["--database", database] if database else [])], env=env, stdout=handle, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text()[-2000:]
@@ -54,36 +53,44 @@ def start_server(model_dir: Path, data_dir: Path, port: int, log: Path) -> subpr
     pytest.fail("pneumo serve did not become ready: " + log.read_text()[-2000:])
 
 
-def check_consistent(data_dir: Path) -> list[str]:
-    """Integrity + completeness of the SQLite file after the crash; returns the stored result ids."""
-    conn = sqlite3.connect(data_dir / "pneumo.db")
+def check_consistent(data_dir: Path, database: str | None) -> list[str]:
+    """Integrity + completeness of the database after the crash; returns the stored result ids."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database or f"sqlite:///{data_dir / 'pneumo.db'}")
     try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM analyses").fetchall()
+        conn = engine.connect()
+        if engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA integrity_check").fetchall() == [("ok",)]
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+        rows = [row._mapping for row in conn.execute(text("SELECT * FROM analyses"))]
         for row in rows:
             assert all(row[name] is not None for name in REQUIRED), dict(row)
-            json.loads(row["payload"])
+            payload = row["payload"]
+            assert (json.loads(payload) if isinstance(payload, str) else payload)["id"] == row["id"]
             for sha, suffix in ((row["image_sha256"], ".png"), (row["heatmap_sha256"], ".npy")):
                 if sha is None:
                     continue
                 blob = data_dir / "blobs" / sha[:2] / f"{sha}{suffix}"
                 assert hashlib.sha256(blob.read_bytes()).hexdigest() == sha
         ids = [row["id"] for row in rows]
-        analysed = [r[0] for r in conn.execute("SELECT result_id FROM audit WHERE action = 'analyse'")]
+        analysed = [r[0] for r in conn.execute(text("SELECT result_id FROM audit WHERE action = 'analyse'"))]
         assert sorted(analysed) == sorted(ids)  # the row and its audit event commit together
+        conn.close()
         return ids
     finally:
-        conn.close()
+        engine.dispose()
 
 
-def test_kill_during_a_burst_of_writes_leaves_a_consistent_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill_during_a_burst_of_writes_leaves_a_consistent_database(tmp_path: Path, backend: str,
+                                                                    request: pytest.FixtureRequest) -> None:
+    database = None if backend == "sqlite" else request.getfixturevalue("postgres_url")
     helpers = _helpers()
     model_dir = helpers.make_model_dir(tmp_path / "models", histories=False)
     data_dir = tmp_path / "data"
     port = helpers.free_port()
-    server = start_server(model_dir, data_dir, port, tmp_path / "server.log")
+    server = start_server(model_dir, data_dir, port, tmp_path / "server.log", database)
     acknowledged: dict[str, dict] = {}
     lock = threading.Lock()
     stop = threading.Event()
@@ -119,10 +126,11 @@ def test_kill_during_a_burst_of_writes_leaves_a_consistent_database(tmp_path: Pa
         for thread in threads:
             thread.join(timeout=30)
 
-    stored = check_consistent(data_dir)
+    stored = check_consistent(data_dir, database)
     assert set(acknowledged) <= set(stored)  # an answered upload was durable before its answer
+    print(f"{backend}: {len(acknowledged)} uploads acknowledged before the kill, {len(stored)} stored")
 
-    server = start_server(model_dir, data_dir, port, tmp_path / "server.log")
+    server = start_server(model_dir, data_dir, port, tmp_path / "server.log", database)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             for rid, body in acknowledged.items():

@@ -160,21 +160,41 @@ def test_worklist_review_and_correction(server, browser_context) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "worklist.png"))
 
-    # once the server has users, the page asks for a key and then says who is signed in
-    from pneumo.store import open_database
-    from pneumo.store.users import add_user
+    # the open server's local admin adds the first user in the admin panel; from then on keys are required
+    assert page.is_visible("#admin")
+    key_of = {}
+    for name, role in (("ada", "admin"), ("rita", "reader")):
+        page.fill("#user-name", name)
+        page.select_option("#user-role", role)
+        page.click("#user-form button[type=submit]")
+        page.wait_for_function(f"document.getElementById('new-key').textContent.includes('for {name} ')")
+        key_of[name] = page.inner_text("#new-key-value")
+        assert key_of[name].startswith("pn_")
+        if name == "ada":  # the server now has users: the page asks for a key (and keeps the new one on screen)
+            page.wait_for_selector("#key-section:not([hidden])")
+            assert page.is_visible("#new-key-value")
+            page.fill("#api-key", key_of["ada"])
+            page.dispatch_event("#api-key", "change")
+            page.wait_for_function("document.getElementById('whoami').textContent === 'Signed in as ada (admin).'")
+    page.wait_for_function("document.querySelectorAll('#users li').length === 2")
+    page.wait_for_selector("#audit li[data-action='user_add']")
+    assert "ada: user_add rita" in page.inner_text("#audit")
 
-    db = open_database(None, data_dir)
-    try:
-        _, key = add_user(db, "rita", "reader", actor="test")
-    finally:
-        db.close()
-    page.evaluate("sessionStorage.clear()")
-    page.reload()
-    page.wait_for_selector("#key-section:not([hidden])")
-    page.fill("#api-key", key)
+    # a reader signs in: worklist yes, admin panel no (and the server refuses admin calls from that key)
+    page.fill("#api-key", key_of["rita"])
     page.dispatch_event("#api-key", "change")
     page.wait_for_function("document.getElementById('whoami').textContent === 'Signed in as rita (reader).'")
+    page.wait_for_function("document.getElementById('admin').hidden === true")
     page.wait_for_function("document.querySelectorAll('#worklist button').length === 1")
+    assert httpx.get(f"{base}/v1/users", headers={"X-API-Key": key_of["rita"]}).status_code == 403
+
+    # the admin disables the reader: her key stops working at once
+    page.fill("#api-key", key_of["ada"])
+    page.dispatch_event("#api-key", "change")
+    page.wait_for_function("document.getElementById('admin').hidden === false")
+    page.wait_for_selector("#users li[data-name='rita'] button")
+    page.click("#users li[data-name='rita'] button")
+    page.wait_for_selector("#users li[data-name='rita'][data-disabled='true']")
+    assert httpx.get(f"{base}/v1/predictions", headers={"X-API-Key": key_of["rita"]}).status_code == 401
     assert not errors, f"JavaScript errors on the page: {errors}"
     page.close()

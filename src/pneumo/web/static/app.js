@@ -20,7 +20,7 @@
     level: 128,
     history: [],          // [{id, name, probability, model}]
     loadToken: 0,
-    drawMode: false,      // drag draws a corrected box instead of panning (worklist.js)
+    drawMode: false,      // drag draws a corrected box instead of panning (handled in worklist.js)
     corrections: [],      // [{x, y, width, height}] in original-image pixels
   };
 
@@ -376,18 +376,6 @@
     if (state.corrections.length) drawBoxes(ctx, state.corrections, CORRECTION, false, ratio);
   }
 
-  // canvas pixel (client coordinates) -> original-image pixel
-  function toImage(clientX, clientY) {
-    const rect = $("canvas").getBoundingClientRect();
-    const ratio = window.devicePixelRatio || 1;
-    const { scale, tx, ty } = state.view;
-    const x = ((clientX - rect.left) * ratio - tx) / scale;
-    const y = ((clientY - rect.top) * ratio - ty) / scale;
-    return {
-      x: Math.min(state.source.width, Math.max(0, x)),
-      y: Math.min(state.source.height, Math.max(0, y)),
-    };
-  }
 
   // ------------------------------------------------------------------ interaction
 
@@ -415,13 +403,6 @@
     canvas.addEventListener("pointerdown", (event) => {
       if (!state.source) return;
       const windowing = event.button === 2 || event.shiftKey;
-      if (state.drawMode && !windowing) {
-        const start = toImage(event.clientX, event.clientY);
-        drag = { mode: "draw", start, box: { x: start.x, y: start.y, width: 0, height: 0 } };
-        state.corrections.push(drag.box);
-        canvas.setPointerCapture(event.pointerId);
-        return;
-      }
       drag = {
         mode: windowing ? "window" : "pan", x: event.clientX, y: event.clientY,
         view: { ...state.view }, window: state.window, level: state.level,
@@ -431,15 +412,6 @@
     });
     canvas.addEventListener("pointermove", (event) => {
       if (!drag) return;
-      if (drag.mode === "draw") {
-        const p = toImage(event.clientX, event.clientY);
-        Object.assign(drag.box, {
-          x: Math.min(p.x, drag.start.x), y: Math.min(p.y, drag.start.y),
-          width: Math.abs(p.x - drag.start.x), height: Math.abs(p.y - drag.start.y),
-        });
-        draw();
-        return;
-      }
       const dx = event.clientX - drag.x;
       const dy = event.clientY - drag.y;
       if (drag.mode === "pan") {
@@ -452,11 +424,6 @@
     });
     const end = (event) => {
       if (!drag) return;
-      if (drag.mode === "draw") {
-        if (drag.box.width < 2 || drag.box.height < 2) state.corrections.pop();  // a click, not a box
-        document.dispatchEvent(new CustomEvent("pneumo:corrections", { detail: state.corrections }));
-        draw();
-      }
       drag = null;
       canvas.classList.remove("dragging");
       if (canvas.hasPointerCapture(event.pointerId)) canvas.releasePointerCapture(event.pointerId);

@@ -86,6 +86,57 @@
     }
   }
 
+  // ------------------------------------------------------------------ drawing corrected boxes
+
+  // client coordinates -> original-image pixels (clamped to the image)
+  function toImage(clientX, clientY) {
+    const rect = $("canvas").getBoundingClientRect();
+    const ratio = window.devicePixelRatio || 1;
+    const { scale, tx, ty } = app.state.view;
+    const x = ((clientX - rect.left) * ratio - tx) / scale;
+    const y = ((clientY - rect.top) * ratio - ty) / scale;
+    return {
+      x: Math.min(app.state.source.width, Math.max(0, x)),
+      y: Math.min(app.state.source.height, Math.max(0, y)),
+    };
+  }
+
+  // in draw mode a plain drag draws a box; capture-phase listeners on the stage keep it from panning
+  function setupDrawing() {
+    const canvas = $("canvas");
+    const stage = $("stage");
+    let drawing = null;
+    stage.addEventListener("pointerdown", (event) => {
+      if (!app.state.drawMode || !app.state.source || event.target !== canvas || event.button !== 0 || event.shiftKey) return;
+      event.stopPropagation();
+      const start = toImage(event.clientX, event.clientY);
+      drawing = { start, box: { x: start.x, y: start.y, width: 0, height: 0 } };
+      app.state.corrections.push(drawing.box);
+      canvas.setPointerCapture(event.pointerId);
+    }, true);
+    stage.addEventListener("pointermove", (event) => {
+      if (!drawing) return;
+      event.stopPropagation();
+      const p = toImage(event.clientX, event.clientY);
+      Object.assign(drawing.box, {
+        x: Math.min(p.x, drawing.start.x), y: Math.min(p.y, drawing.start.y),
+        width: Math.abs(p.x - drawing.start.x), height: Math.abs(p.y - drawing.start.y),
+      });
+      app.draw();
+    }, true);
+    const end = (event) => {
+      if (!drawing) return;
+      event.stopPropagation();
+      if (drawing.box.width < 2 || drawing.box.height < 2) app.state.corrections.pop();  // a click, not a box
+      drawing = null;
+      if (canvas.hasPointerCapture(event.pointerId)) canvas.releasePointerCapture(event.pointerId);
+      showDrawn();
+      app.draw();
+    };
+    stage.addEventListener("pointerup", end, true);
+    stage.addEventListener("pointercancel", end, true);
+  }
+
   // ------------------------------------------------------------------ review
 
   function describeReview(result) {
@@ -164,7 +215,7 @@
     $("rv-draw").addEventListener("click", () => setDrawMode(!app.state.drawMode));
     $("rv-clear").addEventListener("click", () => { app.state.corrections = []; app.draw(); showDrawn(); });
     $("api-key").addEventListener("change", () => { whoami(); loadWorklist(); });
-    document.addEventListener("pneumo:corrections", showDrawn);
+    setupDrawing();
     document.addEventListener("pneumo:shown", (event) => {
       describeReview(event.detail);
       const review = event.detail.review;

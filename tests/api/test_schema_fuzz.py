@@ -31,6 +31,7 @@ def api_schema(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
+@pytest.mark.slow
 def test_api_conforms_to_its_schema(api_schema) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 15

@@ -25,6 +25,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tune",
     "export",
     "serve",
+    "users",
+    "audit",
+    "reviews",  # export-reviews
     "console",
     "demo",
     "dicom_node",

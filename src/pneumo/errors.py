@@ -111,3 +111,39 @@ class DicomNetworkError(PneumoError):
     """A DICOM network peer (PACS, DICOMweb server) cannot be reached or refused a request."""
 
     code = "dicom_network"
+
+
+class StoreError(PneumoError):
+    """The result database or its image folder cannot be used (unreachable, corrupt, a referenced file gone)."""
+
+    code = "store"
+
+
+class RecordNotFoundError(StoreError):
+    """No stored result, user or review with this id or name."""
+
+    code = "not_found"
+
+
+class ConflictError(StoreError):
+    """The record already exists (e.g. a user name that is taken)."""
+
+    code = "conflict"
+
+
+class InvalidReviewError(StoreError, ValueError):
+    """A review that cannot be recorded: unknown decision, boxes missing for a correction or outside the image."""
+
+    code = "invalid_review"
+
+
+class AuthenticationError(PneumoError):
+    """Missing, unknown, wrong or disabled API key."""
+
+    code = "unauthorized"
+
+
+class PermissionDeniedError(PneumoError):
+    """The user is known but their role does not allow this action."""
+
+    code = "forbidden"

@@ -29,6 +29,7 @@ from pneumo.api.routes import health, v1
 from pneumo.api.settings import ApiSettings
 from pneumo.api.state import ApiState, InferencePool
 from pneumo.api.store import ResultStore
+from pneumo.api.worklist import worklist
 
 log = logging.getLogger("pneumo.api")
 STATIC_DIR = Path(__file__).resolve().parents[1] / "web" / "static"
@@ -64,6 +65,9 @@ def create_app(settings: ApiSettings | None = None, service_factory: ServiceFact
             from pneumo.data.rsna import read_rsna_labels
 
             labels = read_rsna_labels(settings.labels)
+        from pneumo.store import open_database
+
+        db = await anyio.to_thread.run_sync(open_database, settings.database, settings.data_dir)
         service = await anyio.to_thread.run_sync(factory, settings)
         try:  # load the models now, so the first request is fast and /readyz tells the truth
             names = [info.name for info in await anyio.to_thread.run_sync(service.available_models)]
@@ -76,11 +80,13 @@ def create_app(settings: ApiSettings | None = None, service_factory: ServiceFact
             store=ResultStore(settings.cache_size, int(settings.cache_mb * 1024 * 1024)),
             pool=InferencePool(settings.workers, settings.max_queue),
             labels=labels,
+            db=db,
         )
         log.info(
-            "pneumo API %s ready: models=%s, workers=%d, upload limit %.0f MiB, labels %s, api key %s",
+            "pneumo API %s ready: models=%s, workers=%d, upload limit %.0f MiB, labels %s, api key %s, database %s",
             __version__, ",".join(names) or "none", settings.workers, settings.max_upload_mb,
             "loaded" if labels is not None else "none", "required" if settings.api_key else "off",
+            db.engine.dialect.name,
         )
         try:
             yield
@@ -88,6 +94,7 @@ def create_app(settings: ApiSettings | None = None, service_factory: ServiceFact
             close = getattr(service, "close", None)
             if callable(close):
                 close()
+            db.close()
 
     app = FastAPIOffline(
         title="pneumo",
@@ -104,6 +111,7 @@ def create_app(settings: ApiSettings | None = None, service_factory: ServiceFact
     install_error_handlers(app)
     app.include_router(health)
     app.include_router(v1)
+    app.include_router(worklist)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -26,6 +26,12 @@ STATUS_BY_ERROR: dict[type[pe.PneumoError], int] = {
     pe.CheckpointError: 503,  # the model cannot be loaded: the server is not ready for it
     pe.UnknownModelError: 404,
     pe.ConfigError: 500,  # a server-side setting (e.g. a malformed ensemble spec), not the client's fault
+    pe.InvalidReviewError: 400,  # a review or worklist filter the client got wrong
+    pe.RecordNotFoundError: 404,
+    pe.ConflictError: 409,
+    pe.StoreError: 503,  # the database or the image folder cannot be used right now
+    pe.AuthenticationError: 401,
+    pe.PermissionDeniedError: 403,
 }
 
 
@@ -57,7 +63,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
     413: "upload_too_large", 415: "unsupported_media_type", 503: "unavailable",
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from pneumo import __version__
 from pneumo.api import render
+from pneumo.api.auth import authenticate
 from pneumo.api.errors import ApiError, not_found
 from pneumo.api.schemas import ErrorOut, HealthOut, ModelsOut, PredictionOut, ReadyOut
 from pneumo.api.state import ApiState, analyse, model_summary
@@ -22,12 +22,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in {
         400: "unreadable or corrupt image, malformed request",
-        401: "missing or wrong API key (when the server has one)",
+        401: "missing or wrong API key (when the server has one or has users)",
         404: "unknown model or result id",
         413: "upload or image dimensions above the limit",
         415: "unsupported file type (send DICOM, PNG or JPEG)",
         422: "not a chest radiograph (e.g. CT or MR)",
-        503: "busy, or the model cannot be loaded",
+        503: "busy, the model cannot be loaded, or the database is unavailable",
     }.items()
 }
 UPLOAD_BODY = {
@@ -51,21 +51,8 @@ def get_state(request: Request) -> ApiState:
     return request.app.state.pneumo
 
 
-def require_api_key(request: Request) -> None:
-    """When the server has an API key, accept ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``."""
-    expected = get_state(request).settings.api_key
-    if expected is None:
-        return
-    given = request.headers.get("x-api-key")
-    if given is None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else None
-    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
-
-
 health = APIRouter(tags=["health"])
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(authenticate)], responses=ERRORS)
 
 
 @health.get("/healthz", response_model=HealthOut)
@@ -115,7 +102,7 @@ async def create_prediction(
     state = get_state(request)
     name = await run_in_threadpool(state.resolve_model, model)  # before the body: an unknown model costs no upload
     upload = await read_upload(request, state.settings.max_upload_bytes)
-    result = await state.pool.run(analyse, state, upload, name, request.state.request_id)
+    result = await state.pool.run(analyse, state, upload, name, request.state.request_id, request.state.principal.name)
     body = dict(result.payload)
     if heatmap and result.prediction.heatmap is not None:
         body["heatmap_png"] = render.data_url(await _render(state, result, "heatmap"))
@@ -124,11 +111,9 @@ async def create_prediction(
     return JSONResponse(body, headers={**NO_STORE, "Location": result.payload["links"]["self"]})
 
 
-def _result(state: ApiState, result_id: str) -> StoredResult:
-    result = state.store.get(result_id)
-    if result is None:
-        raise not_found(f"no result with id {result_id!r} (results are kept in memory for a limited number of images)")
-    return result
+async def _result(request: Request, result_id: str, kind: str) -> StoredResult:
+    """The result from the cache or the database (404 when unknown); the view goes into the audit trail."""
+    return await run_in_threadpool(get_state(request).fetch, result_id, request.state.principal.name, kind)
 
 
 async def _render(state: ApiState, result: StoredResult, kind: str) -> bytes:
@@ -150,8 +135,15 @@ async def _render(state: ApiState, result: StoredResult, kind: str) -> bytes:
 
 @v1.get("/predictions/{result_id}", response_model=PredictionOut)
 async def get_prediction(request: Request, result_id: str) -> JSONResponse:
-    """A result from the in-memory store."""
-    return JSONResponse(_result(get_state(request), result_id).payload, headers=NO_STORE)
+    """A stored result (as first returned), with its current review."""
+    from pneumo.store.analyses import get_analysis, latest_review, review_json
+
+    state = get_state(request)
+    result = await _result(request, result_id, "json")
+    row = await run_in_threadpool(get_analysis, state.db, result_id)
+    review = await run_in_threadpool(latest_review, state.db, row.seq)
+    body = {**result.payload, "review_status": row.review_status, "review": review_json(review)}
+    return JSONResponse(body, headers=NO_STORE)
 
 
 def _png(png: bytes) -> Response:
@@ -161,15 +153,13 @@ def _png(png: bytes) -> Response:
 @v1.get("/predictions/{result_id}/image.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
 async def get_image(request: Request, result_id: str) -> Response:
     """The decoded radiograph as an 8-bit grayscale PNG (MONOCHROME2, original size), for the viewer."""
-    state = get_state(request)
-    return _png(await _render(state, _result(state, result_id), "image"))
+    return _png(await _render(get_state(request), await _result(request, result_id, "image"), "image"))
 
 
 @v1.get("/predictions/{result_id}/heatmap.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
 async def get_heatmap(request: Request, result_id: str) -> Response:
     """The heatmap as a colour PNG with transparency (any resolution: scale it to the image)."""
-    state = get_state(request)
-    return _png(await _render(state, _result(state, result_id), "heatmap"))
+    return _png(await _render(get_state(request), await _result(request, result_id, "heatmap"), "heatmap"))
 
 
 @v1.get("/predictions/{result_id}/overlay.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
@@ -178,14 +168,15 @@ async def get_overlay(
 ) -> Response:
     """The radiograph with predicted boxes (orange), ground truth (green) and the decision-support caption."""
     state = get_state(request)
-    result = _result(state, result_id)
+    result = await _result(request, result_id, "overlay")
     return _png(await _render(state, result, "overlay+heatmap" if heatmap and result.prediction.heatmap is not None else "overlay"))
 
 
-@v1.get("/predictions/{result_id}/submission.csv", response_class=PlainTextResponse)
+@v1.get("/predictions/{result_id}/submission.csv", response_class=Response,
+        responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "one CSV row"}})
 async def get_submission(request: Request, result_id: str) -> PlainTextResponse:
     """The Kaggle RSNA submission row (with its header) for this image."""
-    result = _result(get_state(request), result_id)
+    result = await _result(request, result_id, "submission")
     return PlainTextResponse(
         render.submission_csv(result),
         media_type="text/csv",

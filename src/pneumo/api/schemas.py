@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from pneumo.api.worklist_schemas import ReviewOut
+
 
 class BoxOut(BaseModel):
     x: float = Field(description="left edge, original-image pixels")
@@ -26,7 +28,7 @@ class GroundTruthOut(BaseModel):
 
 
 class PredictionOut(BaseModel):
-    id: str = Field(description="result id for the follow-up GET endpoints (kept in a bounded in-memory store)")
+    id: str = Field(description="result id for the follow-up GET endpoints (stored in the database)")
     probability: float = Field(ge=0.0, le=1.0, description="image-level probability of pneumonia opacity")
     threshold: float | None = Field(None, description="the model's operating threshold, when it has one")
     positive: bool | None = Field(None, description="probability >= threshold (None without a threshold)")
@@ -46,6 +48,8 @@ class PredictionOut(BaseModel):
     links: dict[str, str]
     heatmap_png: str | None = Field(None, description="data: URL of the heatmap PNG, when ?heatmap=true")
     overlay_png: str | None = Field(None, description="data: URL of the overlay PNG, when ?overlay=true")
+    review_status: str = Field("unreviewed", description="unreviewed, agree, disagree or corrected (the latest review)")
+    review: ReviewOut | None = Field(None, description="the latest review, if any")
 
 
 class ModelOut(BaseModel):

@@ -26,7 +26,7 @@ def is_loopback(host: str) -> bool:
 
 
 def run_server(settings: ApiSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve ``create_app(settings)`` until interrupted (one process: results live in its memory)."""
+    """Serve ``create_app(settings)`` until interrupted (results are kept in the database of ``settings``)."""
     import uvicorn
 
     from pneumo.api.app import create_app

@@ -25,6 +25,8 @@ class ApiSettings:
     cache_size / cache_mb: bounds of the in-memory result store (entries and approximate MiB).
     default_model: model used when a request names none.
     backend: ``"auto"``, ``"torch"`` or ``"onnx"``, passed to the service (None: its default, $PNEUMO_BACKEND or auto).
+    database: SQLAlchemy URL of the result database (None: $PNEUMO_DATABASE_URL, else SQLite under data_dir).
+    data_dir: folder of the SQLite file and the stored images (None: $PNEUMO_DATA_DIR, else ~/.local/share/pneumo).
     """
 
     model_dir: Path | None = None
@@ -37,9 +39,11 @@ class ApiSettings:
     cache_mb: float = 512.0
     default_model: str = "ensemble"
     backend: str | None = None
+    database: str | None = None
+    data_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        for name in ("model_dir", "labels"):
+        for name in ("model_dir", "labels", "data_dir"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))

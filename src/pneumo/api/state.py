@@ -1,5 +1,6 @@
-"""What the app holds while it runs: the one InferenceService, labels, result store and worker pool; and
-the blocking work of one prediction (decode + predict + bookkeeping), which runs in a worker thread."""
+"""What the app holds while it runs: the one InferenceService, labels, the database with the in-memory result
+cache in front of it, and the worker pool; and the blocking work of one prediction (decode + predict + store),
+which runs in a worker thread."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
@@ -23,6 +24,8 @@ from pneumo.api.settings import ApiSettings
 from pneumo.api.store import ResultStore, StoredResult
 from pneumo.api.uploads import Upload
 from pneumo.files import to_jsonable
+from pneumo.store import audit
+from pneumo.store.db import Database
 from pneumo.types import Box
 
 log = logging.getLogger("pneumo.api")
@@ -52,9 +55,23 @@ class InferencePool:
 class ApiState:
     settings: ApiSettings
     service: Any  # pneumo.service.InferenceService (duck-typed so the API imports no torch at import time)
-    store: ResultStore
+    store: ResultStore  # in-memory cache in front of the database
     pool: InferencePool
     labels: Mapping[str, np.ndarray] | None  # patientId -> float32 (N, 4) xyxy; empty array = negative
+    db: Database
+    verified_keys: dict[str, str] = field(default_factory=dict)  # key id -> sha256(key) checked by scrypt
+
+    def fetch(self, result_id: str, actor: str, kind: str) -> StoredResult:
+        """A result from the cache, else from the database (``RecordNotFoundError`` -> 404); records a
+        ``view`` audit event (blocking: call in a worker thread)."""
+        from pneumo.api import persist
+
+        result = self.store.get(result_id)
+        if result is None:
+            result = persist.load(self.db, result_id)
+            self.store.put(result)
+        audit.append(self.db, actor, "view", result_id, {"kind": kind})
+        return result
 
     def model_infos(self) -> list[Any]:
         return list(self.service.available_models())
@@ -86,8 +103,10 @@ class ApiState:
         return None, None
 
 
-def analyse(state: ApiState, upload: Upload, model: str, request_id: str) -> StoredResult:
-    """Decode, predict and keep the result (blocking: call through ``InferencePool.run``)."""
+def analyse(state: ApiState, upload: Upload, model: str, request_id: str, user: str = "anonymous") -> StoredResult:
+    """Decode, predict and store the result, requested by ``user`` (blocking: call through ``InferencePool.run``).
+    The result is in the database before this returns."""
+    from pneumo.api import persist
     from pneumo.io import read_xray
 
     start = time.perf_counter()
@@ -124,8 +143,11 @@ def analyse(state: ApiState, upload: Upload, model: str, request_id: str) -> Sto
         "heatmap_available": prediction.heatmap is not None,
         "filename": upload.filename,
         "links": links(result_id, prediction.heatmap is not None),
+        "review_status": "unreviewed",
+        "review": None,
     }
     result = StoredResult(result_id, prediction, to_uint8(xray.pixels), truth, submission_id, payload)
+    persist.save(state.db, result, xray, upload.data, user)
     state.store.put(result)
     log.info(
         "request %s: result %s model=%s size=%dx%d decode=%.0fms predict=%.0fms",

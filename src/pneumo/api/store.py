@@ -1,5 +1,6 @@
-"""A bounded, thread-safe, in-memory LRU of recent results, so follow-up GETs (overlay, heatmap, image, CSV)
-work without re-running a model. Nothing is written to disk."""
+"""A bounded, thread-safe, in-memory LRU of recent results in front of the database (``pneumo.store``), so
+follow-up GETs (overlay, heatmap, image, CSV) of recent results need no database read or PNG decode. The
+database is the record: this cache only holds copies."""
 
 from __future__ import annotations
 

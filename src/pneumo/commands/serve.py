@@ -21,6 +21,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
                         help="inference backend (default: $PNEUMO_BACKEND, else auto: ONNX where an up-to-date export is faster)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    from pneumo.commands.dbopts import add_database_arguments
+
+    add_database_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace):  # -> ApiSettings
@@ -28,7 +31,7 @@ def settings_from_args(args: argparse.Namespace):  # -> ApiSettings
 
     return ApiSettings.from_env(
         model_dir=args.model_dir, labels=args.labels, max_upload_mb=args.max_upload_mb, api_key=args.api_key,
-        workers=args.workers, backend=args.backend,
+        workers=args.workers, backend=args.backend, database=args.database, data_dir=args.data_dir,
     )
 
 

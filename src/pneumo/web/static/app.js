@@ -6,6 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const PRED = "#ff7800";   // pneumo.outputs prediction colour
   const TRUTH = "#28dc3c";  // pneumo.outputs ground-truth colour
+  const CORRECTION = "#3b9cff";  // a reader's corrected boxes (worklist.js)
 
   const state = {
     apiKey: sessionStorage.getItem("pneumo.apiKey") || "",
@@ -19,6 +20,8 @@
     level: 128,
     history: [],          // [{id, name, probability, model}]
     loadToken: 0,
+    drawMode: false,      // drag draws a corrected box instead of panning (handled in worklist.js)
+    corrections: [],      // [{x, y, width, height}] in original-image pixels
   };
 
   // ------------------------------------------------------------------ API helpers
@@ -206,8 +209,10 @@
     fitView();
     renderResult(result);
     renderHistory();
+    state.corrections = [];
     draw();
     $("canvas").dataset.rendered = "true";
+    document.dispatchEvent(new CustomEvent("pneumo:shown", { detail: result }));
   }
 
   function boxText(box, withConfidence) {
@@ -368,7 +373,9 @@
     const r = state.current;
     if (r.ground_truth && $("show-truth").checked) drawBoxes(ctx, r.ground_truth.boxes, TRUTH, false, ratio);
     if ($("show-boxes").checked) drawBoxes(ctx, r.boxes, PRED, true, ratio);
+    if (state.corrections.length) drawBoxes(ctx, state.corrections, CORRECTION, false, ratio);
   }
+
 
   // ------------------------------------------------------------------ interaction
 
@@ -537,6 +544,9 @@
     renderHistory();
     loadModels();
   }
+
+  // what worklist.js uses
+  window.pneumoApp = { api, show, setStatus, state, draw, pct };
 
   start();
 })();

@@ -25,6 +25,8 @@ class ApiSettings:
     cache_size / cache_mb: bounds of the in-memory result store (entries and approximate MiB).
     default_model: model used when a request names none.
     backend: ``"auto"``, ``"torch"`` or ``"onnx"``, passed to the service (None: its default, $PNEUMO_BACKEND or auto).
+    request_timeout_s: per-request deadline (queue wait + work) in seconds; past it the request gets 503
+      ``deadline_exceeded`` and its work stops at the next stage.
     """
 
     model_dir: Path | None = None
@@ -37,6 +39,7 @@ class ApiSettings:
     cache_mb: float = 512.0
     default_model: str = "ensemble"
     backend: str | None = None
+    request_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("model_dir", "labels"):
@@ -49,6 +52,8 @@ class ApiSettings:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.max_queue < 0:
             raise ConfigError(f"max_queue must be 0 or more, got {self.max_queue}")
+        if not self.request_timeout_s > 0:
+            raise ConfigError(f"request_timeout_s must be positive, got {self.request_timeout_s}")
         if self.cache_size < 1 or self.cache_mb <= 0:
             raise ConfigError("cache_size and cache_mb must be positive")
         if self.api_key is not None and not self.api_key.strip():

@@ -24,10 +24,12 @@ MAX_CHROMA = 0.04  #: mean |channel difference| of a colour source, in [0, 1] (r
 MIN_STD = 0.06  #: intensity standard deviation below which the image is blank (real: >= 0.11)
 MAX_ROUGHNESS = 0.6  #: mean |Laplacian| / std: noise, fine patterns, text (real: <= 0.38)
 MIN_ROUGHNESS = 0.03  #: smooth gradients with no structure (real: >= 0.055)
-MIN_ENTROPY = 2.8  #: bits over 32 intensity bins: too few grey levels (real: >= 3.1)
+MIN_ENTROPY = 3.0  #: bits over 32 intensity bins: too few grey levels (real: >= 3.1)
 MAX_PEAK = 0.7  #: share of pixels in the commonest of 32 bins (real: <= 0.55)
 MAX_BRIGHT = 0.35  #: share of near-white pixels (> 0.98): a light background, an inverted image (real: <= 0.14)
 BODY_LEVEL = 0.08  #: intensity above which a thumbnail pixel counts as body rather than air
+MIN_BODY_INSET = 0.012  #: body clear of every edge by this share of the side: a slice on air (real: mostly 0)
+MAX_ROUND_FILL = 0.82  #: body / bounding box below this: round, not a collimated rectangle (real inset: >= 0.85)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class ContentStats:
             return "image has too few grey levels for a radiograph (drawing, text, mask or segmentation?)"
         if self.bright > MAX_BRIGHT:
             return "large white background: an inverted (negative) image or a document, not a MONOCHROME2 radiograph"
-        if self.body_inset > 0.04 and 0.6 < self.body_fill < 0.84:
+        if self.body_inset >= MIN_BODY_INSET and self.body_fill < MAX_ROUND_FILL:
             return "a round body outline surrounded by air: looks like a CT or MR slice, not a projection radiograph"
         return None
 

@@ -32,6 +32,8 @@ from pneumo.types import Prediction, boxes_to_array
 
 __all__ = [
     "atomic_write",
+    "csv_cell",
+    "uncsv_cell",
     "format_prediction_string",
     "parse_prediction_string",
     "write_submission_csv",
@@ -77,6 +79,24 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
+#: first characters that make a spreadsheet read a text cell as a formula (CSV / formula injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell made safe for spreadsheets: one starting with ``= + - @``, tab or CR gets a leading
+    apostrophe (OWASP's advice). Numbers pass unchanged (a negative number is not a formula); use for every
+    text cell of every CSV pneumo writes."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def uncsv_cell(text: str) -> str:
+    """Undo ``csv_cell`` (for reading back files pneumo wrote)."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
+
+
 def _round_half_up(values: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(values, dtype=np.float64) + 0.5).astype(np.int64)
 
@@ -119,7 +139,7 @@ def write_submission_csv(path: str | os.PathLike, rows: Iterable[tuple[str, np.n
             if patient_id in seen:
                 raise DataLayoutError("duplicate patientId in submission rows")
             seen.add(patient_id)
-            writer.writerow((patient_id, format_prediction_string(boxes)))
+            writer.writerow((csv_cell(patient_id), format_prediction_string(boxes)))
     return Path(path)
 
 
@@ -138,7 +158,7 @@ def read_submission_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if reader.fieldnames is None or [f.strip() for f in reader.fieldnames[:2]] != list(SUBMISSION_HEADER):
             raise DataLayoutError(f"{path}: expected header 'patientId,PredictionString', got {reader.fieldnames}")
         for line, row in enumerate(reader, start=2):
-            patient_id = (row.get("patientId") or "").strip()
+            patient_id = uncsv_cell((row.get("patientId") or "").strip())
             if not patient_id:
                 raise DataLayoutError(f"{path}:{line}: empty patientId")
             if patient_id in out:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pneumo.api.store import StoredResult
 from pneumo.display import boxes_to_display
-from pneumo.outputs import SUBMISSION_HEADER, boxes_from_prediction, format_prediction_string, render_overlay
+from pneumo.outputs import SUBMISSION_HEADER, boxes_from_prediction, csv_cell, format_prediction_string, render_overlay
 from pneumo.types import Prediction
 
 HEATMAP_MAX_ALPHA = 0.75
@@ -87,5 +87,5 @@ def submission_csv(result: StoredResult) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUBMISSION_HEADER)
-    writer.writerow((result.submission_id, format_prediction_string(boxes_from_prediction(result.prediction))))
+    writer.writerow((csv_cell(result.submission_id), format_prediction_string(boxes_from_prediction(result.prediction))))
     return buffer.getvalue()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,9 +10,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from pneumo import __version__
 from pneumo.api import render
+from pneumo.api.auth import check_api_key
 from pneumo.api.errors import ApiError, not_found
 from pneumo.api.schemas import ErrorOut, HealthOut, ModelsOut, PredictionOut, ReadyOut
-from pneumo.api.state import ApiState, Cancellation, analyse, model_summary
+from pneumo.api.state import ApiState, Cancellation, analyse, client_address, model_summary
 from pneumo.api.store import StoredResult
 from pneumo.api.uploads import FIELD, read_upload
 
@@ -23,6 +23,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in {
         400: "unreadable or corrupt image, malformed request",
         401: "missing or wrong API key (when the server has one)",
+        429: "too many failed API-key attempts from this client",
         404: "unknown model or result id",
         413: "upload or image dimensions above the limit",
         415: "unsupported file type (send DICOM, PNG or JPEG)",
@@ -52,16 +53,10 @@ def get_state(request: Request) -> ApiState:
 
 
 def require_api_key(request: Request) -> None:
-    """When the server has an API key, accept ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``."""
-    expected = get_state(request).settings.api_key
-    if expected is None:
-        return
-    given = request.headers.get("x-api-key")
-    if given is None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else None
-    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
+    """When the server has an API key, accept ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``; repeated
+    failures from one client get 429 (``pneumo.api.auth``)."""
+    state = get_state(request)
+    check_api_key(request.headers, client_address(request.scope), state.settings.api_key, state.auth_failures)
 
 
 health = APIRouter(tags=["health"])

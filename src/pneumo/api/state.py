@@ -18,6 +18,7 @@ import anyio.to_thread
 import numpy as np
 
 from pneumo import DISCLAIMER
+from pneumo.api.auth import FailureLimiter
 from pneumo.api.errors import ApiError
 from pneumo.api.settings import ApiSettings
 from pneumo.api.store import ResultStore, StoredResult
@@ -124,6 +125,7 @@ class ApiState:
     store: ResultStore
     pool: InferencePool
     labels: Mapping[str, np.ndarray] | None  # patientId -> float32 (N, 4) xyxy; empty array = negative
+    auth_failures: FailureLimiter = dataclasses.field(default_factory=FailureLimiter)
 
     def model_infos(self) -> list[Any]:
         return list(self.service.available_models())
@@ -153,6 +155,12 @@ class ApiState:
             if key and key in self.labels:
                 return key, np.asarray(self.labels[key], dtype=np.float32).reshape(-1, 4)
         return None, None
+
+
+def client_address(scope: Mapping[str, Any]) -> str:
+    """The peer address of an ASGI scope (the rate-limit key), or ``"-"``."""
+    client = scope.get("client")
+    return str(client[0]) if client else "-"
 
 
 def analyse(state: ApiState, upload: Upload, model: str, request_id: str,

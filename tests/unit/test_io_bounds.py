@@ -109,9 +109,15 @@ def test_pixel_data_length_past_end_of_file_warns_or_refuses() -> None:
         read_xray(probes.pixel_data_overrun(extra=200_000_000, truncate=True))
 
 
-def test_out_of_order_elements_are_refused() -> None:
-    from pneumo.io.dicom_structure import StructureGuard
+def test_repeated_or_badly_disordered_elements_are_refused() -> None:
+    from pneumo.io.dicom_structure import MAX_DISORDERED, StructureGuard
 
     guard = StructureGuard(io.BytesIO(b"x" * 100), 100)
     assert guard(0x00080016, "UI", 10) is False
-    assert guard(0x00080016, "UI", 10) is True and "tag order" in guard.problem
+    assert guard(0x00080016, "UI", 10) is True and "repeats" in guard.problem
+    sloppy = StructureGuard(io.BytesIO(b"x" * 100), 100)
+    assert sloppy(0x00100020, "LO", 4) is False and sloppy(0x00100010, "PN", 4) is False  # one swap: tolerated
+    assert sloppy.disordered == 1 and sloppy.problem is None
+    garbage = StructureGuard(io.BytesIO(b"x" * 100), 100)
+    results = [garbage(tag, "UN", 0) for tag in [0x7000_0000 - k for k in range(MAX_DISORDERED + 2)]]
+    assert results[-1] is True and "does not follow" in garbage.problem

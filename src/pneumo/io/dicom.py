@@ -67,7 +67,9 @@ def read_dicom(data: bytes, *, max_pixels: int, frame: int = 0, check_chest: boo
 
     _guard_deflated(data, max_pixels)
     warnings: list[str] = []
-    ds, pixel_overrun = _parse(data)
+    ds, pixel_overrun, disordered = _parse(data)
+    if disordered:
+        warnings.append(f"{disordered} DICOM data element(s) out of tag order (a non-conformant writer); read anyway")
     transfer_syntax = _transfer_syntax(ds, warnings)
 
     if "PixelData" not in ds:
@@ -160,8 +162,9 @@ def read_dicom(data: bytes, *, max_pixels: int, frame: int = 0, check_chest: boo
 
 
 # --------------------------------------------------------------------------------------------- parsing
-def _parse(data: bytes) -> tuple[Any, tuple[int, int] | None]:
-    """-> (pydicom data set, (claimed, present) PixelData bytes when its length runs past the file, else None)."""
+def _parse(data: bytes) -> tuple[Any, tuple[int, int] | None, int]:
+    """-> (pydicom data set, (claimed, present) PixelData bytes when its length runs past the file else None,
+    number of top-level tags out of order)."""
     import pydicom
     from pydicom.filereader import read_partial
 
@@ -177,7 +180,7 @@ def _parse(data: bytes) -> tuple[Any, tuple[int, int] | None]:
     if guard.problem:
         raise InvalidImageError(f"not a valid DICOM data set: {guard.problem} (file corrupt or not DICOM)")
     ds = _parse_checked(pydicom, data, ds)
-    return ds, guard.pixel_overrun
+    return ds, guard.pixel_overrun, guard.disordered
 
 
 def _parse_checked(pydicom: Any, data: bytes, ds: Any) -> Any:

@@ -13,16 +13,22 @@ _PIXEL_DATA_TAG = 0x7FE00010
 _UNDEFINED = 0xFFFFFFFF
 
 
+#: out-of-order top-level tags tolerated (with a warning) before the file is refused as garbage
+MAX_DISORDERED = 8
+
+
 class StructureGuard:
     """``stop_when`` callback for pydicom's parser: stops at the first top-level element that cannot be
-    what it claims — a tag not above the previous one (DICOM requires ascending tags; a file of zeros
-    repeats (0000,0000) forever), more than ``MAX_TOP_LEVEL_ELEMENTS`` elements — and records a PixelData
-    whose length field runs past the end of the file. Costs microseconds per element."""
+    what it claims — a repeated tag, more than ``MAX_DISORDERED`` tags below their predecessor (DICOM requires
+    ascending tags; garbage breaks the order at once), more than ``MAX_TOP_LEVEL_ELEMENTS`` elements — and
+    records a PixelData whose length field runs past the end of the file. A few out-of-order tags (a sloppy
+    writer) are tolerated and reported in ``disordered``. Costs microseconds per element."""
 
     def __init__(self, fp: io.BytesIO, size: int) -> None:
         self.fp, self.size = fp, size
         self.previous = -1
         self.count = 0
+        self.disordered = 0
         self.problem: str | None = None
         self.pixel_overrun: tuple[int, int] | None = None  # (claimed, present) bytes
 
@@ -30,9 +36,14 @@ class StructureGuard:
         value = int(tag)
         self.count += 1
         if value <= self.previous:
-            self.problem = (f"data element ({value >> 16:04X},{value & 0xFFFF:04X}) at byte {self.fp.tell():,} "
-                            f"does not follow ({self.previous >> 16:04X},{self.previous & 0xFFFF:04X}) in tag order")
-            return True
+            self.disordered += 1
+            if value == self.previous or self.disordered > MAX_DISORDERED:
+                self.problem = (
+                    f"data element ({value >> 16:04X},{value & 0xFFFF:04X}) at byte {self.fp.tell():,} "
+                    f"{'repeats' if value == self.previous else 'does not follow'} "
+                    f"({self.previous >> 16:04X},{self.previous & 0xFFFF:04X}) in tag order"
+                )
+                return True
         if self.count > MAX_TOP_LEVEL_ELEMENTS:
             self.problem = f"more than {MAX_TOP_LEVEL_ELEMENTS:,} top-level data elements"
             return True

@@ -181,6 +181,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             log.info(
-                "%s %s %s %d %.1fms", request_id, log_safe(scope.get("method"), 16), log_safe(scope.get("path")), status,
+                "%s %s %s %d %.1fms", request_id, log_safe(scope.get("method"), 16), log_safe(scope.get("path")),
+                status,
                 (time.perf_counter() - start) * 1000,
             )

@@ -87,5 +87,6 @@ def submission_csv(result: StoredResult) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUBMISSION_HEADER)
-    writer.writerow((csv_cell(result.submission_id), format_prediction_string(boxes_from_prediction(result.prediction))))
+    boxes = boxes_from_prediction(result.prediction)
+    writer.writerow((csv_cell(result.submission_id), format_prediction_string(boxes)))
     return buffer.getvalue()

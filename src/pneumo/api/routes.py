@@ -75,8 +75,8 @@ async def readyz(request: Request) -> JSONResponse:
     room (503 ``busy`` with the reason while every worker is busy and the queue is full)."""
     state = get_state(request)
     if state.pool.saturated:
-        return JSONResponse({"status": "busy", "models": [], "detail": f"inference queue full: {state.pool.describe()}"},
-                            503, headers={"Retry-After": "1"})
+        detail = f"inference queue full: {state.pool.describe()}"
+        return JSONResponse({"status": "busy", "models": [], "detail": detail}, 503, headers={"Retry-After": "1"})
     try:
         names = await run_in_threadpool(state.model_names)
         if not names:

@@ -47,7 +47,8 @@ def settings_from_args(args: argparse.Namespace):  # -> ApiSettings
     return ApiSettings.from_env(
         api_key_file=args.api_key_file,
         model_dir=args.model_dir, labels=args.labels, max_upload_mb=args.max_upload_mb,
-        workers=args.workers, backend=args.backend, trusted_hosts=tuple(args.trusted_host) if args.trusted_host else None,
+        workers=args.workers, backend=args.backend,
+        trusted_hosts=tuple(args.trusted_host) if args.trusted_host else None,
         protect_docs=not args.public_docs, request_timeout_s=args.request_timeout,
         shutdown_timeout_s=args.shutdown_timeout,
     )

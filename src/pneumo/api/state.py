@@ -57,8 +57,9 @@ class Cancellation:
 
 
 def deadline_exceeded(timeout_s: float | None) -> ApiError:
-    return ApiError(503, "deadline_exceeded", f"the request did not finish within its {timeout_s:g} s deadline "
-                    "(server busy); retry shortly", {"Retry-After": "2"})
+    within = f"within its {timeout_s:g} s deadline" if timeout_s is not None else "in time"
+    return ApiError(503, "deadline_exceeded", f"the request did not finish {within} (server busy); retry shortly",
+                    {"Retry-After": "2"})
 
 
 class InferencePool:

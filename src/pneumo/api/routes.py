@@ -28,7 +28,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         413: "upload or image dimensions above the limit",
         415: "unsupported file type (send DICOM, PNG or JPEG)",
         422: "not a chest radiograph (e.g. CT or MR)",
-        503: "busy, or the model cannot be loaded",
+        503: "busy (queue full, or past the request deadline), or the model cannot be loaded",
     }.items()
 }
 UPLOAD_BODY = {

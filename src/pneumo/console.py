@@ -163,9 +163,7 @@ class Console:
             self.say(f"No DICOM named {patient_id}.dcm under {self.images.root}.")
             return
 
-        from pneumo.io import read_xray
-
-        xray = read_xray(path)
+        xray = self.service.read(path)  # decode + the chest-radiograph content check
         prediction = self.service.predict(xray, item.model, heatmap=True)
         self.say(f"{item.label} ({prediction.model}, version {prediction.model_version}) on {patient_id}:")
         self.say(f"  Pneumonia probability: {prediction.probability * 100:.1f} %" + _verdict(prediction))

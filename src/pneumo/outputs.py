@@ -30,6 +30,8 @@ from pneumo.postprocess import as_boxes, sort_by_confidence
 from pneumo.types import Prediction, boxes_to_array
 
 __all__ = [
+    "csv_cell",
+    "uncsv_cell",
     "format_prediction_string",
     "parse_prediction_string",
     "write_submission_csv",
@@ -48,6 +50,24 @@ SUBMISSION_HEADER = ("patientId", "PredictionString")
 PREDICTION_COLOUR = (255, 120, 0)  # orange
 GROUND_TRUTH_COLOUR = (40, 220, 60)  # green
 CAPTION = "Decision support - not a diagnosis"  # ASCII: Pillow's default font has no em dash
+
+
+#: first characters that make a spreadsheet read a text cell as a formula (CSV / formula injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell made safe for spreadsheets: one starting with ``= + - @``, tab or CR gets a leading
+    apostrophe (OWASP's advice). Numbers pass unchanged (a negative number is not a formula); use for every
+    text cell of every CSV pneumo writes."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def uncsv_cell(text: str) -> str:
+    """Undo ``csv_cell`` (for reading back files pneumo wrote)."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
 
 
 def _round_half_up(values: np.ndarray) -> np.ndarray:
@@ -92,7 +112,7 @@ def write_submission_csv(path: str | os.PathLike, rows: Iterable[tuple[str, np.n
             if patient_id in seen:
                 raise DataLayoutError("duplicate patientId in submission rows")
             seen.add(patient_id)
-            writer.writerow((patient_id, format_prediction_string(boxes)))
+            writer.writerow((csv_cell(patient_id), format_prediction_string(boxes)))
     return Path(path)
 
 
@@ -111,7 +131,7 @@ def read_submission_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if reader.fieldnames is None or [f.strip() for f in reader.fieldnames[:2]] != list(SUBMISSION_HEADER):
             raise DataLayoutError(f"{path}: expected header 'patientId,PredictionString', got {reader.fieldnames}")
         for line, row in enumerate(reader, start=2):
-            patient_id = (row.get("patientId") or "").strip()
+            patient_id = uncsv_cell((row.get("patientId") or "").strip())
             if not patient_id:
                 raise DataLayoutError(f"{path}:{line}: empty patientId")
             if patient_id in out:

@@ -62,10 +62,12 @@ class InferenceService:
     device: torch device for checkpoints (``"cpu"``, ``"cuda"``).
     num_threads: torch intra-op threads, set process-wide when the service is built (None:
       ``$PNEUMO_TORCH_THREADS``, else the number of CPUs this process may use).
+    check_content: ``read`` refuses inputs that are not plausible frontal chest radiographs
+      (``pneumo.io.content``; docs/decisions/0010-out-of-distribution.md) before any model sees them.
     """
 
     def __init__(self, model_dir: str | Path | None = None, backend: str | None = None, *, device: str = "cpu",
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, check_content: bool = True) -> None:
         if backend is None:
             backend = os.environ.get(BACKEND_ENV, "").strip() or "auto"
         if backend not in BACKENDS:
@@ -78,6 +80,7 @@ class InferenceService:
         self.model_dir = Path(model_dir).expanduser()
         self.backend = backend
         self.device = device
+        self.check_content = check_content
         self.num_threads = self._set_threads(num_threads)
         self._cache: dict[str, Predictor] = {}
         self._lock = threading.RLock()  # re-entrant: loading an ensemble loads its members
@@ -210,14 +213,32 @@ class InferenceService:
         """Several images in one model call (same answers as one by one, up to float rounding)."""
         if not xrays:
             return []
-        return self._get(model).predict(list(xrays), tta=tta, heatmap=heatmap)
+        predictions = self._get(model).predict(list(xrays), tta=tta, heatmap=heatmap)
+        return [_to_stored_size(p, x) for p, x in zip(predictions, xrays)]
+
+    # ------------------------------------------------------------------ inputs
+
+    def read(self, source: str | Path | bytes, **options: object) -> XRay:
+        """The one input gate of every front end: decode with ``pneumo.io.read_xray`` (``options`` are its
+        keyword arguments), then, when ``check_content`` is on, refuse an image that is not a plausible frontal
+        chest radiograph (``NotChestRadiographError`` with the reason) before any model runs."""
+        from pneumo.io import read_xray
+
+        xray = read_xray(source, **options)  # type: ignore[arg-type]
+        self.check(xray)
+        return xray
+
+    def check(self, xray: XRay) -> None:
+        """The content check alone (a no-op when ``check_content`` is off)."""
+        if self.check_content:
+            from pneumo.io.content import check_radiograph_content
+
+            check_radiograph_content(xray)
 
     def predict_source(self, source: str | Path | bytes, model: str | Path = "ensemble", *,
                        heatmap: bool = True, tta: bool | None = None) -> tuple[XRay, Prediction]:
-        """Decode a DICOM/PNG/JPEG (path or bytes) with ``pneumo.io.read_xray`` and predict."""
-        from pneumo.io import read_xray
-
-        xray = read_xray(source)
+        """Decode and check a DICOM/PNG/JPEG (path or bytes) with ``read``, then predict."""
+        xray = self.read(source)
         return xray, self.predict(xray, model, heatmap=heatmap, tta=tta)
 
     def outputs(self, xrays: Sequence[XRay], model: str | Path, *, tta: bool | None = None,
@@ -226,6 +247,21 @@ class InferenceService:
         if not xrays:
             return []
         return self._get(model).outputs(list(xrays), tta=tta, heatmap=heatmap)[0]
+
+
+def _to_stored_size(prediction: Prediction, xray: XRay) -> Prediction:
+    """Boxes of an image the reader reduced (``xray.full_size``) scaled back to the stored pixels."""
+    if xray.full_size is None or tuple(xray.full_size) == tuple(prediction.image_size):
+        return prediction
+    import dataclasses
+
+    from pneumo.types import Box
+
+    (full_h, full_w), (h, w) = xray.full_size, prediction.image_size
+    sy, sx = full_h / h, full_w / w
+    boxes = tuple(Box(min(b.x1 * sx, full_w), min(b.y1 * sy, full_h), min(b.x2 * sx, full_w),
+                      min(b.y2 * sy, full_h), b.confidence) for b in prediction.boxes)
+    return dataclasses.replace(prediction, boxes=boxes, image_size=(int(full_h), int(full_w)))
 
 
 def _spec_type(path: Path) -> str | None:

@@ -44,6 +44,10 @@ class XRay:
     transfer_syntax: str | None = None
     number_of_frames: int = 1
     warnings: tuple[str, ...] = ()  # things the caller should see (RGB converted, frame 1 of N used, ...)
+    #: (height, width) as stored in the file when the reader reduced a very large image to its working
+    #: resolution (``pixels`` is then a box average by an integer factor); None: ``pixels`` is full size
+    full_size: tuple[int, int] | None = None
+    chroma: float = 0.0  # colour sources: mean |R-G|, |G-B| difference in [0, 1] before the luminance conversion
 
     @property
     def height(self) -> int:
@@ -55,8 +59,13 @@ class XRay:
 
     @property
     def original_size(self) -> tuple[int, int]:
-        """(height, width) in pixels of the image as stored."""
+        """(height, width) of ``pixels``: the frame model outputs (boxes) refer to."""
         return self.height, self.width
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """(height, width) of the image as stored in the file (``full_size``, else the pixels' size)."""
+        return self.full_size if self.full_size is not None else self.original_size
 
 
 @dataclass(frozen=True)

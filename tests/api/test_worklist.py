@@ -29,9 +29,10 @@ def upload(client: TestClient, data: bytes, name: str = "x.dcm", headers: dict |
                        files={"file": (name, data, "application/octet-stream")})
 
 
-def phi_dicom(name: str, patient_id: str) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(patient_id=patient_id, rows=96, columns=80)))
-    ds.PatientName = name
+def phi_dicom(source: Path, name: str, patient_id: str) -> bytes:
+    """A real radiograph (the content check refuses synthetic images) carrying the given identifiers."""
+    ds = pydicom.dcmread(source)
+    ds.PatientName, ds.PatientID = name, patient_id
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -140,12 +141,12 @@ def test_users_roles_and_the_audit_trail(model_dir: Path, tmp_path: Path) -> Non
         assert "api_key" not in client.get("/v1/users", headers=admin).text
 
 
-def test_patient_identifiers_never_reach_the_logs(model_dir: Path, tmp_path: Path,
+def test_patient_identifiers_never_reach_the_logs(model_dir: Path, rsna_cases: dict, tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     name, patient_id = "DOE^JANE^Q", "PID-7731-SECRET"
     caplog.set_level(logging.DEBUG)
     with TestClient(app_for(model_dir, tmp_path)) as client:
-        response = upload(client, phi_dicom(name, patient_id), name="scan.dcm", model="chexnet")
+        response = upload(client, phi_dicom(rsna_cases["negative"], name, patient_id), name="scan.dcm", model="chexnet")
         assert response.status_code == 200, response.text
         rid = response.json()["id"]
         for suffix in FOLLOW_UPS:

@@ -100,7 +100,7 @@ def test_kill_during_a_burst_of_writes_leaves_a_consistent_database(tmp_path: Pa
             for i in range(10_000):
                 if stop.is_set():
                     return
-                data = helpers.dicom_bytes(patient_id=f"D{worker}-{i}", rows=96, columns=96)
+                data = helpers.dicom_bytes(patient_id=f"D{worker}-{i}")
                 try:
                     response = client.post("/v1/predictions?model=chexnet", files={"file": ("x.dcm", data)})
                 except httpx.HTTPError:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pneumo.errors import CheckpointError, ConfigError, InvalidImageError, UnknownModelError
+from pneumo.errors import CheckpointError, ConfigError, InvalidImageError, NotChestRadiographError, UnknownModelError
 from pneumo.inference.common import flip_boxes_horizontally
 from pneumo.models import create_model
 from pneumo.models.checkpoint import save_checkpoint
@@ -215,7 +215,10 @@ def test_predict_source_decodes_bytes(service, tmp_path):
 
     path = tmp_path / "x.png"
     Image.fromarray((np.random.default_rng(0).random((80, 120)) * 255).astype(np.uint8)).save(path)
-    decoded, prediction = service.predict_source(path.read_bytes(), "chexnet")
+    with pytest.raises(NotChestRadiographError, match="noise"):  # the content check runs before any model
+        service.predict_source(path.read_bytes(), "chexnet")
+    unchecked = InferenceService(service.model_dir, num_threads=1, check_content=False)
+    decoded, prediction = unchecked.predict_source(path.read_bytes(), "chexnet")
     assert decoded.original_size == (80, 120) and prediction.image_size == (80, 120)
     with pytest.raises(InvalidImageError):
         service.predict_source(b"garbage bytes", "chexnet")

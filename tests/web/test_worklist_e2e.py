@@ -87,7 +87,7 @@ def seed(base: str) -> dict[str, str]:
     ids = {}
     with httpx.Client(base_url=base, timeout=60) as client:
         for key, model in (("a", "unet"), ("b", "chexnet"), ("c", "unet"), ("d", "chexnet")):
-            data = helpers.dicom_bytes(patient_id=f"WEB-{key}", rows=120, columns=100)
+            data = helpers.dicom_bytes(patient_id=f"WEB-{key}")
             response = client.post(f"/v1/predictions?model={model}", files={"file": (f"case-{key}.dcm", data)})
             assert response.status_code == 200, response.text
             ids[key] = response.json()["id"]
@@ -151,8 +151,8 @@ def test_worklist_review_and_correction(server, browser_context) -> None:
     review = httpx.get(f"{base}/v1/predictions/{ids['a']}").json()["review"]
     assert review["decision"] == "corrected" and len(review["boxes"]) == 1
     drawn = review["boxes"][0]
-    assert 0 <= drawn["x"] < 50 < drawn["x"] + drawn["width"] <= 100  # centred on the 100x120 image
-    assert 0 <= drawn["y"] < 60 < drawn["y"] + drawn["height"] <= 120
+    assert 0 <= drawn["x"] < 32 < drawn["x"] + drawn["width"] <= 64  # centred on the 64 x 64 image
+    assert 0 <= drawn["y"] < 32 < drawn["y"] + drawn["height"] <= 64
 
     page.select_option("#wl-status", "unreviewed")
     page.wait_for_function("document.querySelectorAll('#worklist button').length === 1")

@@ -24,7 +24,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pneumo import __version__
-from pneumo.api.errors import install_error_handlers
+from pneumo.api.auth import DOCS_PATHS, FailureLimiter, check_api_key, client_address
+from pneumo.api.errors import ApiError, error_response, install_error_handlers
 from pneumo.api.routes import health, v1
 from pneumo.api.settings import ApiSettings
 from pneumo.api.state import ApiState, InferencePool
@@ -34,6 +35,8 @@ from pneumo.api.worklist import worklist
 log = logging.getLogger("pneumo.api")
 STATIC_DIR = Path(__file__).resolve().parents[1] / "web" / "static"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_LOGGED_PATH = 200
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -81,6 +84,7 @@ def create_app(settings: ApiSettings | None = None, service_factory: ServiceFact
             pool=InferencePool(settings.workers, settings.max_queue),
             labels=labels,
             db=db,
+            auth_failures=FailureLimiter(settings.auth_max_failures, settings.auth_window_s),
         )
         log.info(
             "pneumo API %s ready: models=%s, workers=%d, upload limit %.0f MiB, labels %s, api key %s, database %s",
@@ -107,7 +111,13 @@ def create_app(settings: ApiSettings | None = None, service_factory: ServiceFact
         lifespan=lifespan,
         static_url="/docs-assets",
     )
-    app.add_middleware(RequestContextMiddleware)
+    if settings.api_key is not None and settings.protect_docs:
+        app.add_middleware(DocsAuthMiddleware)
+    if settings.trusted_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.trusted_hosts))
+    app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id and a log line
     install_error_handlers(app)
     app.include_router(health)
     app.include_router(v1)
@@ -121,10 +131,37 @@ def create_app(settings: ApiSettings | None = None, service_factory: ServiceFact
     return app
 
 
+def log_safe(text: object, limit: int = MAX_LOGGED_PATH) -> str:
+    """``text`` for one log line: control characters (CR, LF, ESC, ...) escaped as ``\\xNN``, cut at ``limit``."""
+    value = _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+class DocsAuthMiddleware:
+    """With an API key set, the OpenAPI schema and the docs pages need it too (same rate-limited check)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path in DOCS_PATHS or any(path.startswith(p + "/") for p in DOCS_PATHS):
+            state: ApiState | None = getattr(scope.get("app").state, "pneumo", None) if scope.get("app") else None
+            if state is not None:
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+                try:
+                    check_api_key(headers, client_address(scope), state.settings.api_key, state.auth_failures)
+                except ApiError as error:
+                    await error_response(error.status, error.code, error.message, error.headers)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 class RequestContextMiddleware:
     """Gives each request an id (the client's ``X-Request-ID`` when well-formed, else a new one), returns it
     in ``X-Request-ID``, adds ``X-Content-Type-Options: nosniff``, and logs method, path, status and time.
-    Query strings, file names and patient identifiers are never logged."""
+    Query strings, file names and patient identifiers are never logged; the path is escaped (``log_safe``),
+    so a ``%0a`` in a URL cannot write a forged log line."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -152,6 +189,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             log.info(
-                "%s %s %s %d %.1fms", request_id, scope.get("method"), scope.get("path"), status,
+                "%s %s %s %d %.1fms", request_id, log_safe(scope.get("method"), 16), log_safe(scope.get("path")),
+                status,
                 (time.perf_counter() - start) * 1000,
             )

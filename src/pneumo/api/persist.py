@@ -47,8 +47,8 @@ def save(db: Database, result: StoredResult, xray: XRay, data: bytes, user: str)
         "ground_truth": None if result.ground_truth is None else np.asarray(result.ground_truth).tolist(),
         "extra": extra,
         "payload": payload,
-        "image_height": int(result.image_u8.shape[0]),
-        "image_width": int(result.image_u8.shape[1]),
+        "image_height": int(prediction.image_size[0]),  # original pixels (the boxes' frame), not the display copy
+        "image_width": int(prediction.image_size[1]),
     }
     save_analysis(db, fields, png_bytes(result.image_u8), prediction.heatmap, user)
 

@@ -1,4 +1,7 @@
-"""PNG and CSV renderings of a stored result (radiograph, heatmap, overlay, Kaggle submission row)."""
+"""PNG and CSV renderings of a stored result (radiograph, heatmap, overlay, Kaggle submission row).
+
+Renders work on the result's bounded display copy (``pneumo.display``), so their memory does not grow with the
+input's size; the routes run them in the same bounded worker pool as inference."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from pneumo.api.store import StoredResult
-from pneumo.outputs import SUBMISSION_HEADER, boxes_from_prediction, format_prediction_string, render_overlay
+from pneumo.display import boxes_to_display
+from pneumo.outputs import SUBMISSION_HEADER, boxes_from_prediction, csv_cell, format_prediction_string, render_overlay
 from pneumo.types import Prediction
 
 HEATMAP_MAX_ALPHA = 0.75
@@ -33,7 +37,8 @@ def data_url(png: bytes) -> str:
 
 
 def image_png(result: StoredResult) -> bytes:
-    """The decoded radiograph, 8-bit grayscale PNG at its original size."""
+    """The decoded radiograph, 8-bit grayscale PNG: its display copy (original size up to
+    ``pneumo.display.DISPLAY_MAX_PIXELS``, else scaled down; boxes stay in original pixels)."""
     return png_bytes(result.image_u8)
 
 
@@ -57,10 +62,12 @@ def overlay_png(result: StoredResult, with_heatmap: bool = False) -> bytes:
     """The radiograph with predicted boxes (orange, with confidences), ground truth (green) and the
     decision-support caption, drawn by ``pneumo.outputs.render_overlay``."""
     prediction = result.prediction
+    shown = result.image_u8.shape
+    truth = None if result.ground_truth is None else boxes_to_display(result.ground_truth, prediction.image_size, shown)
     rgb = render_overlay(
         result.image_u8.astype(np.float32) / 255.0,
-        pred_boxes=boxes_from_prediction(prediction),
-        gt_boxes=result.ground_truth,
+        pred_boxes=boxes_to_display(boxes_from_prediction(prediction), prediction.image_size, shown),
+        gt_boxes=truth,
         heatmap=prediction.heatmap if with_heatmap else None,
         title=f"pneumonia probability {prediction.probability:.1%}",
         model_name=model_label(prediction),
@@ -80,5 +87,6 @@ def submission_csv(result: StoredResult) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUBMISSION_HEADER)
-    writer.writerow((result.submission_id, format_prediction_string(boxes_from_prediction(result.prediction))))
+    boxes = boxes_from_prediction(result.prediction)
+    writer.writerow((csv_cell(result.submission_id), format_prediction_string(boxes)))
     return buffer.getvalue()

@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from pneumo import __version__
 from pneumo.api import render
-from pneumo.api.auth import authenticate
+from pneumo.api.auth import authenticate, client_address
 from pneumo.api.errors import ApiError, not_found
 from pneumo.api.schemas import ErrorOut, HealthOut, ModelsOut, PredictionOut, ReadyOut
-from pneumo.api.state import ApiState, analyse, model_summary
+from pneumo.api.state import ApiState, Cancellation, analyse, model_summary
 from pneumo.api.store import StoredResult
 from pneumo.api.uploads import FIELD, read_upload
 
@@ -23,11 +23,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in {
         400: "unreadable or corrupt image, malformed request",
         401: "missing or wrong API key (when the server has one or has users)",
+        429: "too many failed API-key attempts from this client",
         404: "unknown model or result id",
         413: "upload or image dimensions above the limit",
         415: "unsupported file type (send DICOM, PNG or JPEG)",
         422: "not a chest radiograph (e.g. CT or MR)",
-        503: "busy, the model cannot be loaded, or the database is unavailable",
+        503: "busy (queue full, or past the request deadline), the model cannot be loaded, or the database is unavailable",
     }.items()
 }
 UPLOAD_BODY = {
@@ -63,8 +64,12 @@ async def healthz() -> dict[str, str]:
 
 @health.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: at least one model is available and the default model loads."""
+    """Readiness: at least one model is available and the default model loads, and the inference queue has
+    room (503 ``busy`` with the reason while every worker is busy and the queue is full)."""
     state = get_state(request)
+    if state.pool.saturated:
+        detail = f"inference queue full: {state.pool.describe()}"
+        return JSONResponse({"status": "busy", "models": [], "detail": detail}, 503, headers={"Retry-After": "1"})
     try:
         names = await run_in_threadpool(state.model_names)
         if not names:
@@ -101,13 +106,15 @@ async def create_prediction(
     Decision support, not a diagnosis."""
     state = get_state(request)
     name = await run_in_threadpool(state.resolve_model, model)  # before the body: an unknown model costs no upload
+    token = Cancellation(state.settings.request_timeout_s)
     upload = await read_upload(request, state.settings.max_upload_bytes)
-    result = await state.pool.run(analyse, state, upload, name, request.state.request_id, request.state.principal.name)
+    result = await state.pool.run(analyse, state, upload, name, request.state.request_id, request.state.principal.name,
+                                  token, token=token, disconnected=request.is_disconnected)
     body = dict(result.payload)
     if heatmap and result.prediction.heatmap is not None:
-        body["heatmap_png"] = render.data_url(await _render(state, result, "heatmap"))
+        body["heatmap_png"] = render.data_url(await _render(state, result, "heatmap", token))
     if overlay:
-        body["overlay_png"] = render.data_url(await _render(state, result, "overlay"))
+        body["overlay_png"] = render.data_url(await _render(state, result, "overlay", token))
     return JSONResponse(body, headers={**NO_STORE, "Location": result.payload["links"]["self"]})
 
 
@@ -116,7 +123,7 @@ async def _result(request: Request, result_id: str, kind: str) -> StoredResult:
     return await run_in_threadpool(get_state(request).fetch, result_id, request.state.principal.name, kind)
 
 
-async def _render(state: ApiState, result: StoredResult, kind: str) -> bytes:
+async def _render(state: ApiState, result: StoredResult, kind: str, token: Cancellation | None = None) -> bytes:
     cached = result.renders.get(kind)
     if cached is not None:
         return cached
@@ -126,7 +133,9 @@ async def _render(state: ApiState, result: StoredResult, kind: str) -> bytes:
         "overlay": render.overlay_png,
         "overlay+heatmap": lambda r: render.overlay_png(r, with_heatmap=True),
     }
-    png = await run_in_threadpool(makers[kind], result)
+    # renders share the bounded inference pool (they were unbounded threads: 5 in parallel took +4.7 GiB)
+    token = token or Cancellation(state.settings.request_timeout_s)
+    png = await state.pool.run(makers[kind], result, token=token)
     if png is None:
         raise not_found("this model gives no heatmap")
     state.store.add_render(result, kind, png)

@@ -26,7 +26,8 @@ def is_loopback(host: str) -> bool:
 
 
 def run_server(settings: ApiSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve ``create_app(settings)`` until interrupted (results are kept in the database of ``settings``)."""
+    """Serve ``create_app(settings)`` until interrupted (results are kept in the database of ``settings``); a
+    shutdown waits at most ``settings.shutdown_timeout_s`` for open requests."""
     import uvicorn
 
     from pneumo.api.app import create_app
@@ -34,8 +35,9 @@ def run_server(settings: ApiSettings, host: str = "127.0.0.1", port: int = 8000,
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not is_loopback(host) and settings.api_key is None:
         print(
-            f"pneumo: warning: serving on {host} without an API key; set --api-key or $PNEUMO_API_KEY",
+            f"pneumo: warning: serving on {host} without an API key; set $PNEUMO_API_KEY or --api-key-file",
             file=sys.stderr,
         )
     print(f"pneumo: web page {url_for(host, port)}  API docs {url_for(host, port)}docs  (Ctrl-C stops)", flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=settings.shutdown_timeout_s)

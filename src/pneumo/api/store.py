@@ -18,7 +18,8 @@ from pneumo.types import Prediction
 class StoredResult:
     """One analysed image.
 
-    image_u8: (H, W) uint8 radiograph, MONOCHROME2, as decoded (kept instead of the float pixels: 4x smaller).
+    image_u8: (h, w) uint8 radiograph, MONOCHROME2: the bounded display copy (``pneumo.display.display_copy``;
+      the full image up to 1536 x 1536 px), never the float pixels.
     ground_truth: float32 (N, 4) xyxy original px, or None when the server has no labels for this image.
     submission_id: the Kaggle ``patientId`` (DICOM PatientID or file stem): used in the CSV row, never logged.
     payload: the JSON body returned by ``POST /v1/predictions`` (without embedded images).

@@ -65,7 +65,6 @@ def predict_samples(service: Any, models: list[Any], where: object) -> int:
     """Decode each bundled sample and, when a model is available, predict with the default one."""
     from pneumo import DISCLAIMER
     from pneumo.errors import PneumoError
-    from pneumo.io import read_xray
 
     names = [m.name for m in models]
     model = "ensemble" if "ensemble" in names else (names[0] if names else None)
@@ -80,7 +79,7 @@ def predict_samples(service: Any, models: list[Any], where: object) -> int:
     failures = 0
     for path in files:
         try:
-            xray = read_xray(path)
+            xray = service.read(path)  # decode + the chest-radiograph content check
         except PneumoError as error:
             failures += 1
             print(f"  {path.name}: {type(error).__name__}: {error}")

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         summary = {
             "file": path,
             "format": xray.source_format,
-            "size_hw": list(xray.original_size),
+            "size_hw": list(xray.stored_size),  # as stored (very large images are reduced on read)
             "photometric_interpretation": xray.photometric_interpretation,
             "bits_stored": xray.bits_stored,
             "modality": xray.modality,

@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         unique, lambda xs: service.predict_batch(xs, args.model, heatmap=want_heatmap, tta=args.tta),
         batch_size=args.batch_size, workers=args.workers, on_error=on_error,
         progress=False if args.no_progress else None, description=f"predict {info.name}",
+        decode=service.read,  # decode + the chest-radiograph content check, once per input
     ):
         if args.dicom_out is not None and not _write_dicom(Path(args.dicom_out), path, xray, prediction):
             failures += 1
@@ -140,10 +141,13 @@ def _write_dicom(folder: Path, path: Path, xray, prediction) -> bool:
 
 
 def _write_overlay(path: Path, xray, prediction) -> None:
+    from pneumo.display import boxes_to_display, display_copy
     from pneumo.outputs import boxes_from_prediction, render_overlay, save_png
 
+    shown = display_copy(xray.pixels)  # bounded: a huge input renders at most DISPLAY_MAX_PIXELS
+    boxes = boxes_to_display(boxes_from_prediction(prediction), prediction.image_size, shown.shape)
     rgb = render_overlay(
-        xray.pixels, pred_boxes=boxes_from_prediction(prediction), heatmap=prediction.heatmap,
+        shown.astype("float32") / 255.0, pred_boxes=boxes, heatmap=prediction.heatmap,
         title=f"p = {prediction.probability:.2f}", model_name=f"{prediction.model} {prediction.model_version}",
     )
     save_png(path, rgb)

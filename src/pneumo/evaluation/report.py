@@ -180,7 +180,7 @@ def write_report(
     from pneumo import DISCLAIMER
     from pneumo.evaluation import classification as cls
     from pneumo.files import atomic_write, to_jsonable
-    from pneumo.outputs import save_png
+    from pneumo.outputs import csv_cell, save_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +257,7 @@ def write_report(
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(PER_IMAGE_COLUMNS)
         for row in ordered:
-            writer.writerow(["" if row.get(c) is None else row.get(c) for c in PER_IMAGE_COLUMNS])
+            writer.writerow(["" if row.get(c) is None else csv_cell(row.get(c)) for c in PER_IMAGE_COLUMNS])
 
     thumb_files: dict[str, str] = {}
     for k, (image_id, rgb) in enumerate((thumbnails or {}).items()):

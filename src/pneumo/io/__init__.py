@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 from pneumo.errors import ImageTooLargeError, InvalidImageError
+from pneumo.io.budget import DEFAULT_DECODE_BYTES, DEFAULT_WORKING_PIXELS
 from pneumo.io.sniff import sniff_format
 from pneumo.types import XRay
 
@@ -33,6 +34,8 @@ def read_xray(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     frame: int = 0,
     check_chest: bool = True,
+    working_pixels: int | None = DEFAULT_WORKING_PIXELS,
+    decode_bytes: int = DEFAULT_DECODE_BYTES,
 ) -> XRay:
     """Decode a chest radiograph to an XRay: pixels float32 (H, W) in [0, 1], MONOCHROME2 (air dark).
 
@@ -40,6 +43,9 @@ def read_xray(
     ``max_pixels``: refuse images (per frame) with more rows x columns, checked from the header before decoding.
     ``frame``: 0-based frame of a multi-frame file (a warning in ``XRay.warnings`` names the frame used).
     ``check_chest``: refuse DICOMs whose Modality / BodyPartExamined say they are not a chest radiograph.
+    ``working_pixels``: images with more pixels are reduced on read by an integer box average (None: never);
+    ``XRay.full_size`` then holds the stored size. ``decode_bytes``: refuse a file whose decoded buffer would
+    exceed it, checked from the header (see ``pneumo.io.budget``).
 
     Raises (all ``pneumo.errors``): InvalidImageError (empty, not an image, truncated, corrupt, missing file),
     MissingPixelDataError, UnsupportedImageError, UnsupportedTransferSyntaxError, ImageTooLargeError,
@@ -54,11 +60,13 @@ def read_xray(
     if kind == "dicom":
         from pneumo.io.dicom import read_dicom
 
-        return read_dicom(data, max_pixels=max_pixels, frame=frame, check_chest=check_chest)
+        return read_dicom(data, max_pixels=max_pixels, frame=frame, check_chest=check_chest,
+                          working_pixels=working_pixels, decode_bytes=decode_bytes)
     if kind in ("png", "jpeg"):
         from pneumo.io.raster import read_raster
 
-        return read_raster(data, max_pixels=max_pixels, frame=frame)
+        return read_raster(data, max_pixels=max_pixels, frame=frame, working_pixels=working_pixels,
+                           decode_bytes=decode_bytes)
     raise InvalidImageError(
         f"not a DICOM, PNG or JPEG file ({len(data):,} bytes starting {data[:8]!r}); send a chest radiograph"
     )
@@ -94,4 +102,5 @@ def _load(source: Source, limit: int) -> bytes:
     return data
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "read_xray", "sniff_format", "max_file_bytes"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_WORKING_PIXELS", "DEFAULT_DECODE_BYTES", "read_xray", "sniff_format",
+           "max_file_bytes"]

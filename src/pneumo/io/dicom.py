@@ -22,8 +22,16 @@ from pneumo.errors import (
     UnsupportedTransferSyntaxError,
 )
 from pneumo.io import intensity
+from pneumo.io.budget import (
+    DEFAULT_DECODE_BYTES,
+    DEFAULT_WORKING_PIXELS,
+    check_decode_budget,
+    reduce_stored,
+    reduction_factor,
+)
 from pneumo.io.checks import check_chest_radiograph, check_pixel_limit
 from pneumo.io.codestream import codestream_size, jpeg_structure_problem
+from pneumo.io.dicom_structure import StructureGuard, command_group_problem
 from pneumo.types import XRay
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
@@ -44,18 +52,24 @@ _JPEG_SYNTAXES = {
 }
 
 
-def read_dicom(data: bytes, *, max_pixels: int, frame: int = 0, check_chest: bool = True) -> XRay:
+def read_dicom(data: bytes, *, max_pixels: int, frame: int = 0, check_chest: bool = True,
+               working_pixels: int | None = DEFAULT_WORKING_PIXELS, decode_bytes: int = DEFAULT_DECODE_BYTES) -> XRay:
     """Decode a DICOM file held in ``data`` (with or without the 128-byte preamble) to an XRay.
 
-    ``frame`` selects the frame of a multi-frame object (0-based; a warning says which was used).
+    ``frame`` selects the frame of a multi-frame object (0-based; a warning says which was used). The data
+    elements are structure-checked while parsing (ascending tags, PixelData within the file: see
+    ``StructureGuard``); ``decode_bytes`` bounds the decoded frame (from the header, before decoding) and
+    frames above ``working_pixels`` are reduced right after decoding (``XRay.full_size`` keeps the size).
     Raises InvalidImageError, MissingPixelDataError, UnsupportedImageError, UnsupportedTransferSyntaxError,
     ImageTooLargeError or NotChestRadiographError.
     """
     import pydicom  # lazy: importing pneumo.io stays cheap
 
     _guard_deflated(data, max_pixels)
-    ds = _parse(data)
     warnings: list[str] = []
+    ds, pixel_overrun, disordered = _parse(data)
+    if disordered:
+        warnings.append(f"{disordered} DICOM data element(s) out of tag order (a non-conformant writer); read anyway")
     transfer_syntax = _transfer_syntax(ds, warnings)
 
     if "PixelData" not in ds:
@@ -89,14 +103,33 @@ def read_dicom(data: bytes, *, max_pixels: int, frame: int = 0, check_chest: boo
     if not 1 <= bits_stored <= bits_allocated:
         raise InvalidImageError(f"BitsStored {bits_stored} is outside 1..BitsAllocated ({bits_allocated})")
     signed = _int(ds, "PixelRepresentation", 0) == 1
+    frame_bytes = rows * columns * samples * ((bits_allocated + 7) // 8)
+    check_decode_budget(frame_bytes * (2 if samples == 3 else 1), decode_bytes, f"DICOM frame {columns}x{rows}")
 
     decoder = _decoder(transfer_syntax)
     if decoder.is_encapsulated:
         _check_codestream(ds, frame, n_frames, rows, columns, max_pixels, str(transfer_syntax))
+    elif pixel_overrun is not None:
+        claimed, present = pixel_overrun
+        needed = frame_bytes * n_frames if bits_allocated != 1 else -(-rows * columns * n_frames // 8)
+        if present < needed:
+            raise InvalidImageError(
+                f"DICOM PixelData claims {claimed:,} bytes but the file holds only {present:,}, fewer than the "
+                f"{needed:,} its header needs: the file is truncated or corrupt"
+            )
+        warnings.append(
+            f"DICOM PixelData length field claims {claimed:,} bytes but the file holds {present:,}: the header is "
+            "corrupt; the image was decoded from the bytes present - check it against the original"
+        )
     stored = _decode(decoder, ds, frame, transfer_syntax)
     expected = (rows, columns) if samples == 1 else (rows, columns, 3)
     if stored.shape != expected:
         raise InvalidImageError(f"decoded pixel data has shape {stored.shape}, header says {expected}")
+    factor = reduction_factor(rows, columns, working_pixels)
+    if factor > 1:
+        stored = reduce_stored(stored, factor)
+        warnings.append(f"large image ({columns}x{rows}) reduced to {stored.shape[1]}x{stored.shape[0]} on read "
+                        "(box average); boxes are given in the original pixels")
 
     if stored.ndim == 3:
         pixels = _colour_to_unit(stored, bits_stored, photometric, warnings)
@@ -124,17 +157,33 @@ def read_dicom(data: bytes, *, max_pixels: int, frame: int = 0, check_chest: boo
         transfer_syntax=str(transfer_syntax),
         number_of_frames=n_frames,
         warnings=tuple(warnings),
+        full_size=(rows, columns) if factor > 1 else None,
     )
 
 
 # --------------------------------------------------------------------------------------------- parsing
-def _parse(data: bytes) -> Any:
+def _parse(data: bytes) -> tuple[Any, tuple[int, int] | None, int]:
+    """-> (pydicom data set, (claimed, present) PixelData bytes when its length runs past the file else None,
+    number of top-level tags out of order)."""
     import pydicom
+    from pydicom.filereader import read_partial
 
+    problem = command_group_problem(data)
+    if problem:
+        raise InvalidImageError(f"not a valid DICOM data set: {problem} (file corrupt or not DICOM)")
+    fp = io.BytesIO(data)
+    guard = StructureGuard(fp, len(data))
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        ds = read_partial(fp, stop_when=guard, force=True)
     except Exception as error:  # pydicom raises many types (InvalidDicomError, EOFError, struct.error, ...)
         raise InvalidImageError(f"cannot parse DICOM header: file truncated or corrupt ({_short(error)})") from error
+    if guard.problem:
+        raise InvalidImageError(f"not a valid DICOM data set: {guard.problem} (file corrupt or not DICOM)")
+    ds = _parse_checked(pydicom, data, ds)
+    return ds, guard.pixel_overrun, guard.disordered
+
+
+def _parse_checked(pydicom: Any, data: bytes, ds: Any) -> Any:
     if len(ds) == 0:
         # pydicom drops every element when the data end inside one (e.g. a file cut short in transfer)
         try:

@@ -1,6 +1,6 @@
 """An on-disk outbox of DICOM objects waiting to be sent, so that a PACS outage or a restart loses nothing.
 
-Layout: ``DIR/<SOPInstanceUID>.dcm``, each written atomically (``pneumo.outputs.atomic_write``); an entry is
+Layout: ``DIR/<SOPInstanceUID>.dcm``, each written atomically (``pneumo.files.atomic_write``); an entry is
 deleted only after the destination confirmed it. Result UIDs are deterministic, so re-queuing the same result
 replaces its entry instead of duplicating it. Retry timing (exponential backoff) lives in memory: after a
 restart every queued entry is due at once.

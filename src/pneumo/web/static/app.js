@@ -371,9 +371,13 @@
       ctx.drawImage(state.heatmap, 0, 0, state.source.width, state.source.height);
     }
     const r = state.current;
-    if (r.ground_truth && $("show-truth").checked) drawBoxes(ctx, r.ground_truth.boxes, TRUTH, false, ratio);
-    if ($("show-boxes").checked) drawBoxes(ctx, r.boxes, PRED, true, ratio);
-    if (state.corrections.length) drawBoxes(ctx, state.corrections, CORRECTION, false, ratio);
+    // boxes are in original pixels; the image served is a bounded display copy (smaller for huge inputs)
+    const kx = state.source.width / (r.image_width || state.source.width);
+    const ky = state.source.height / (r.image_height || state.source.height);
+    const shown = (boxes) => boxes.map((b) => ({ ...b, x: b.x * kx, y: b.y * ky, width: b.width * kx, height: b.height * ky }));
+    if (r.ground_truth && $("show-truth").checked) drawBoxes(ctx, shown(r.ground_truth.boxes), TRUTH, false, ratio);
+    if ($("show-boxes").checked) drawBoxes(ctx, shown(r.boxes), PRED, true, ratio);
+    if (state.corrections.length) drawBoxes(ctx, shown(state.corrections), CORRECTION, false, ratio);
   }
 
 

@@ -88,16 +88,19 @@
 
   // ------------------------------------------------------------------ drawing corrected boxes
 
-  // client coordinates -> original-image pixels (clamped to the image)
+  // client coordinates -> original-image pixels (clamped to the image); the canvas shows the bounded display
+  // copy, which is smaller than the original for huge inputs
   function toImage(clientX, clientY) {
     const rect = $("canvas").getBoundingClientRect();
     const ratio = window.devicePixelRatio || 1;
     const { scale, tx, ty } = app.state.view;
+    const { width, height } = app.state.source;
+    const r = app.state.current || {};
     const x = ((clientX - rect.left) * ratio - tx) / scale;
     const y = ((clientY - rect.top) * ratio - ty) / scale;
     return {
-      x: Math.min(app.state.source.width, Math.max(0, x)),
-      y: Math.min(app.state.source.height, Math.max(0, y)),
+      x: Math.min(width, Math.max(0, x)) * ((r.image_width || width) / width),
+      y: Math.min(height, Math.max(0, y)) * ((r.image_height || height) / height),
     };
   }
 

@@ -45,3 +45,21 @@ def test_the_comparison_can_fail():
     assert cls.roc_auc(scores, labels) == pytest.approx(0.75)
     assert cls.roc_auc(scores, labels) != pytest.approx(cls.roc_auc(scores, 1 - labels))
     assert cls.brier_score(np.array([0.0, 1.0]), np.array([1, 1])) == pytest.approx(0.5)
+
+
+def test_numpy_iou_matches_torchvision_box_iou_on_real_boxes(rsna_mini):
+    """The serving side keeps its numpy IoU (no torch when serving ONNX): it must equal torchvision.ops.box_iou
+    on the real RSNA boxes (and on shifted copies, so partial overlaps are compared)."""
+    import torch
+    from torchvision.ops import box_iou
+
+    from pneumo.data.rsna import read_rsna_labels
+    from pneumo.postprocess import iou_matrix
+
+    labels = read_rsna_labels(rsna_mini / "stage_2_train_labels.csv")
+    boxes = np.concatenate([b for b in labels.values() if len(b)])[:300].astype(np.float64)
+    shifted = boxes + np.random.default_rng(0).normal(0, 40, size=(len(boxes), 1)) * np.array([1, 1, 1, 1])
+    ours = iou_matrix(boxes, shifted)
+    theirs = box_iou(torch.from_numpy(boxes), torch.from_numpy(shifted)).numpy()
+    assert 0.0 < ours.mean() < 1.0 and ((ours > 0) & (ours < 1)).sum() > 100
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)

@@ -43,11 +43,13 @@ $(ONNX_STAMP): $(STAMP) models/unet.pt models/maskrcnn.pt models/chexnet.pt
 run: install
 	$(VENV)/bin/pneumo demo
 
+# --durations=15: the slowest tests, reported after every run
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
+# without the slow, browser and subprocess-heavy tests (markers in pyproject.toml)
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q --durations=15 -m "not slow and not browser and not subprocess"
 
 # Retrain and re-ship models/ from scratch (about 2.5 h on 2 quiet CPU cores); progress: tail -f runs/models.log.
 # Experiments: configs/experiments/*.yaml. E.g. make models MODELS_DATA="../shared/data/rsna-mini ../shared/data/rsna-plus" MODELS_FOLDS=5

@@ -86,64 +86,48 @@ def weighted_boxes_fusion(
     skip_thr: float = 0.0,
     conf_type: str = "avg",
 ) -> np.ndarray:
-    """Weighted boxes fusion (Solovyev, Wang & Gabruseva; the ZFTurbo ``ensemble_boxes`` algorithm), one class.
+    """Weighted boxes fusion (Solovyev, Wang & Gabruseva), one class, by ``ensemble_boxes.weighted_boxes_fusion``.
 
-    ``boxes_list``: one ``(N_i, 5)`` array per model (same image, same pixel frame). Boxes with confidence
-    below ``skip_thr`` are ignored; each confidence is multiplied by its model's weight. All boxes are taken
-    by descending weighted confidence; a box joins the cluster whose current fused box has the highest IoU
-    with it if that IoU is greater than ``iou_thr``, else it starts a new cluster. A cluster's fused box is the
-    confidence-weighted mean of its boxes' coordinates. Its confidence:
+    ``boxes_list``: one ``(N_i, 5)`` xyxy + confidence array per model (same image, same pixel frame). Boxes
+    with confidence below ``skip_thr`` are ignored and zero-area boxes are dropped (as the library does); each
+    confidence is multiplied by its model's weight. All boxes are taken by descending weighted confidence; a
+    box joins the cluster whose fused box has the highest IoU with it if that IoU is greater than ``iou_thr``,
+    else it starts a new cluster. A cluster's fused box is the confidence-weighted mean of its boxes. Its
+    confidence (the library's ``conf_type``; its other options, ``box_and_model_avg`` and
+    ``absent_model_aware_avg``, are not used by pneumo):
 
     - ``"avg"``: mean weighted confidence of the cluster x ``min(n_boxes, n_models) / sum(weights)``
-      (with unit weights: mean confidence x min(n_boxes, n_models) / n_models, so a box found by only one of
-      two models keeps half its confidence);
+      (with unit weights: a box found by only one of two models keeps half its confidence);
     - ``"max"``: highest weighted confidence in the cluster / ``max(weights)``.
 
-    As in ZFTurbo's code, ``n_boxes`` counts boxes in the cluster (two boxes of one model count twice).
-    Returns ``(K, 5)`` by descending fused confidence.
+    The library wants coordinates in [0, 1]: boxes are mapped there by the per-axis affine map that sends
+    the smallest x1/y1 to 0 and the largest x2/y2 to 1 (IoU is invariant under it), then mapped back.
+    Returns ``(K, 5)`` float32 by descending fused confidence, in the input pixels.
     """
+    from ensemble_boxes import weighted_boxes_fusion as _wbf
+
     if conf_type not in ("avg", "max"):
         raise ConfigError(f"unknown WBF conf_type {conf_type!r}; use 'avg' or 'max'")
     n_models = len(boxes_list)
     w = np.ones(n_models) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (n_models,) or (w <= 0).any():
         raise ConfigError(f"WBF needs one positive weight per model ({n_models}), got {list(np.atleast_1d(w))}")
-    rows = []  # (weighted confidence, model weight, x1, y1, x2, y2)
-    for model_boxes, weight in zip(boxes_list, w):
+    arrays = []
+    for model_boxes in boxes_list:
         b = as_boxes(model_boxes, 5).astype(np.float64)
-        b = b[b[:, 4] >= skip_thr]
-        if len(b):
-            rows.append(np.column_stack([b[:, 4] * weight, np.full(len(b), weight), b[:, :4]]))
-    if not rows:
+        arrays.append(b[((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) > 0) & (b[:, 4] >= skip_thr)])
+    rows = np.concatenate(arrays) if arrays else np.zeros((0, 5))
+    if len(rows) == 0:
         return np.zeros((0, 5), dtype=np.float32)
-    all_rows = np.concatenate(rows)
-    all_rows = all_rows[np.argsort(-all_rows[:, 0], kind="stable")]
-
-    clusters: list[list[np.ndarray]] = []
-    fused: list[np.ndarray] = []  # current fused xyxy per cluster
-    for row in all_rows:
-        best = -1
-        if fused:
-            ious = iou_matrix(row[None, 2:6], np.asarray(fused))[0]
-            j = int(np.argmax(ious))
-            if ious[j] > iou_thr:
-                best = j
-        if best < 0:
-            clusters.append([row])
-            fused.append(row[2:6].copy())
-        else:
-            clusters[best].append(row)
-            members = np.asarray(clusters[best])
-            fused[best] = (members[:, 0:1] * members[:, 2:6]).sum(axis=0) / members[:, 0].sum()
-
-    out = np.zeros((len(clusters), 5), dtype=np.float64)
-    for k, members_list in enumerate(clusters):
-        members = np.asarray(members_list)
-        out[k, :4] = fused[k]
-        if conf_type == "avg":
-            out[k, 4] = members[:, 0].mean() * min(len(members), n_models) / w.sum()
-        else:
-            out[k, 4] = members[:, 0].max() / w.max()
+    low = rows[:, :2].min(axis=0)
+    span = np.maximum(rows[:, 2:4].max(axis=0) - low, np.finfo(np.float64).tiny)
+    origin, scale = np.tile(low, 2), np.tile(span, 2)
+    normalised = [np.clip((b[:, :4] - origin) / scale, 0.0, 1.0) for b in arrays]
+    boxes, scores, _ = _wbf(
+        normalised, [b[:, 4] for b in arrays], [np.zeros(len(b)) for b in arrays], weights=w.tolist(),
+        iou_thr=float(iou_thr), skip_box_thr=float(skip_thr), conf_type=conf_type,
+    )
+    out = np.column_stack([np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale + origin, scores])
     return sort_by_confidence(out.astype(np.float32))
 
 

@@ -16,6 +16,8 @@ from frontend_helpers import free_port, make_model_dir
 
 from pneumo.samples import sample_dir, sample_files
 
+pytestmark = pytest.mark.subprocess  # every test here runs `python -m pneumo` in a child process
+
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PNEUMO_TORCH_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -67,6 +67,7 @@ def _service_probability(model_dir: Path, rsna_mini: Path, patient: str, model: 
     return InferenceService(model_dir, num_threads=1).predict(xray, model).probability
 
 
+@pytest.mark.subprocess
 def test_piped_session(rsna_mini: Path, model_dir: Path, patients: dict, tmp_path: Path) -> None:
     positive, negative = patients["positive"], patients["negative"]
     script = f"3\n{positive}\n1\n{negative}.dcm\n4\n5\nno-such-patient\n9\n\nq\n"
@@ -131,6 +132,7 @@ def test_end_of_input_exits_cleanly_and_missing_models_are_answered(
     assert code == 0 and "No patient id given." in out and out.rstrip().endswith("Bye.")
 
 
+@pytest.mark.subprocess
 def test_interactive_terminal(rsna_mini: Path, model_dir: Path, patients: dict, tmp_path: Path) -> None:
     pexpect = pytest.importorskip("pexpect")
     command = _command(rsna_mini, model_dir, tmp_path)

@@ -50,6 +50,7 @@ def _save(path: Path, model, **overrides) -> Path:
     return save_checkpoint(path, model, **kwargs)
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores: outside make test-fast, still in make test
 @pytest.mark.parametrize("name", list_models())
 def test_round_trip_gives_identical_outputs(tmp_path, name):
     model = _model(name)
@@ -76,6 +77,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, name):
         assert torch.equal(value, restored[key]), key
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores: outside make test-fast, still in make test
 @pytest.mark.parametrize("name", list_models())
 def test_half_checkpoint_is_smaller_and_close(tmp_path, name):
     model = _model(name)

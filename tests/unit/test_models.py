@@ -96,6 +96,7 @@ def test_config_class_defaults_build(name):
 # ---- contract, per family ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores: outside make test-fast, still in make test
 @pytest.mark.parametrize("name", list_models())
 def test_infer_shapes_ranges_mode_and_determinism(name):
     model = small_model(name)
@@ -126,6 +127,7 @@ def test_infer_shapes_ranges_mode_and_determinism(name):
         np.testing.assert_array_equal(a.boxes, b.boxes)
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores: outside make test-fast, still in make test
 @pytest.mark.parametrize("name", list_models())
 def test_constant_images_give_finite_outputs(name):
     model = small_model(name)
@@ -135,6 +137,7 @@ def test_constant_images_give_finite_outputs(name):
         assert out.heatmap is None or np.isfinite(out.heatmap).all()
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores: outside make test-fast, still in make test
 @pytest.mark.parametrize("name", list_models())
 def test_compute_loss_is_finite_scalar_with_gradients(name):
     model = small_model(name).train()
@@ -149,6 +152,7 @@ def test_compute_loss_is_finite_scalar_with_gradients(name):
     assert all(g is None or torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores: outside make test-fast, still in make test
 @pytest.mark.parametrize("name", list_models())
 def test_negative_only_batch_trains(name):
     model = small_model(name).train()

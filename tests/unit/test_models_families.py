@@ -120,6 +120,7 @@ def test_unet_weak_positive_does_not_supervise_the_map():
     assert losses["loss"].item() == pytest.approx(losses["cls_bce"].item())
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores: outside make test-fast, still in make test
 def test_unet_encoder_options():
     for encoder, depth in (("resnet34", 4), ("efficientnet-lite0", 5)):
         model = create_model("unet", {"encoder": encoder, "encoder_depth": depth}).eval()
@@ -162,6 +163,7 @@ def test_maskrcnn_does_not_resize_and_scores_by_max():
         create_model("maskrcnn", {"image_score": "mean"})
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores: outside make test-fast, still in make test
 def test_maskrcnn_efficientnet_backbone_is_imagenet_initialised_and_trains():
     from pneumo.models.backbones import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, efficientnet_lite0_weights_path
 

@@ -243,6 +243,7 @@ def test_family_without_export_is_named():
 # ---- the command ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores: outside make test-fast, still in make test
 def test_export_command_writes_beside_the_checkpoint(tmp_path, capsys):
     from pneumo.cli import main
 

@@ -182,6 +182,7 @@ def test_checkpoint_path_and_available_models(service, model_dir):
     assert infos["unet"].path == (model_dir / "unet.pt").resolve()
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores: outside make test-fast, still in make test
 def test_thresholds_from_the_checkpoint_are_applied(tmp_path):
     image = xray(100, 160, seed=7)
     save_tiny(tmp_path / "open.pt", "maskrcnn", NEUTRAL)

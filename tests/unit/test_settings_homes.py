@@ -81,3 +81,15 @@ def test_checkpoint_without_input_size_is_refused_on_save_and_on_load(tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     with pytest.raises(CheckpointError, match="no longer guesses a size"):
         load_checkpoint(tmp_path / "old.pt")
+
+
+def test_a_family_config_that_disagrees_with_the_saved_input_size_is_refused(tmp_path):
+    model = create_model("maskrcnn", {"backbone": "resnet18", "pretrained": False, "image_size": 64})
+    path = save_checkpoint(tmp_path / "m.pt", model, config=model.config, preprocess=Preprocessor(64),
+                           thresholds=Thresholds(), metrics={}, data_fingerprint="t")
+    assert load_checkpoint(path).config.image_size == 64
+    payload = torch.load(path, weights_only=True)
+    payload["preprocess"] = {"size": 128}
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="image_size 64 .* says 128"):
+        load_checkpoint(tmp_path / "bad.pt")

@@ -1,8 +1,10 @@
-"""Paired training augmentations: the image and its boxes move together.
+"""Paired training augmentations: the image and its boxes move together (``torchvision.transforms.v2`` on
+``tv_tensors.Image`` + ``tv_tensors.BoundingBoxes``; the models draw their box masks from the moved boxes).
 
 Images are float32 (H, W) in [0, 1] (normally the S x S letterboxed canvas); boxes are float32 (N, 4)
 xyxy in the same (input) pixels, continuous coordinates with pixel i covering [i, i + 1). Randomness comes
-only from the ``numpy.random.Generator`` passed in.
+only from the ``numpy.random.Generator`` passed in (it draws the parameters; the v2 functional ops are
+deterministic), never from global random state.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -31,76 +32,67 @@ class AugmentConfig:
     min_visible: float = 0.3  # fraction of a transformed box's area that must stay inside the image
 
 
+def _to_tv(image: np.ndarray, boxes: np.ndarray):
+    """numpy (H, W) image + (N, 4) xyxy -> torchvision ``Image`` (1, H, W) + unclamped ``BoundingBoxes``."""
+    import torch
+    from torchvision import tv_tensors
+
+    height, width = image.shape
+    tv_image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None])
+    tv_boxes = tv_tensors.BoundingBoxes(torch.from_numpy(_boxes(boxes).copy()), format="XYXY",
+                                        canvas_size=(height, width), clamping_mode=None)
+    return tv_image, tv_boxes
+
+
 def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror left-right: x -> W - x for the image and the boxes."""
-    width = image.shape[1]
-    flipped = np.ascontiguousarray(image[:, ::-1])
-    out = _boxes(boxes).copy()
-    out[:, [0, 2]] = width - out[:, [2, 0]]
-    return flipped, out
+    """Mirror left-right (``torchvision.transforms.v2.functional.horizontal_flip``): x -> W - x for the image
+    and the boxes."""
+    from torchvision.transforms.v2 import functional as F
 
-
-def affine_matrix(
-    height: int, width: int, scale: float = 1.0, translate: tuple[float, float] = (0.0, 0.0), angle_deg: float = 0.0
-) -> np.ndarray:
-    """3x3 matrix taking input (x, y, 1) to output coordinates: scale and rotate about the image centre,
-    then shift by ``translate`` = (dx, dy) pixels. Positive angles turn clockwise on screen (y down)."""
-    cx, cy = width / 2.0, height / 2.0
-    theta = math.radians(angle_deg)
-    cos, sin = math.cos(theta) * scale, math.sin(theta) * scale
-    linear = np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
-    to_origin = np.array([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
-    back = np.array([[1.0, 0.0, cx + translate[0]], [0.0, 1.0, cy + translate[1]], [0.0, 0.0, 1.0]])
-    return back @ linear @ to_origin
+    tv_image, tv_boxes = _to_tv(image, boxes)
+    out_image, out_boxes = F.horizontal_flip(tv_image), F.horizontal_flip(tv_boxes)
+    return np.ascontiguousarray(out_image.numpy()[0]), out_boxes.numpy().astype(np.float32).reshape(-1, 4)
 
 
 def affine(
     image: np.ndarray,
     boxes: np.ndarray,
-    matrix: np.ndarray,
+    *,
+    scale: float = 1.0,
+    translate: tuple[float, float] = (0.0, 0.0),
+    angle_deg: float = 0.0,
     min_box_size: float = 2.0,
     min_visible: float = 0.3,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Warp ``image`` by the 3x3 ``matrix`` (bilinear, outside filled with 0) and its boxes by their corners.
+    """Scale and rotate about the image centre, then shift by ``translate`` = (dx, dy) px
+    (``torchvision.transforms.v2.functional.affine``: bilinear, outside filled with 0; positive angles turn
+    clockwise on screen, y down).
 
-    Each box becomes the axis-aligned box around its four transformed corners, clipped to the image; it is
-    dropped when narrower / shorter than ``min_box_size`` px or when less than ``min_visible`` of its area
-    remains inside the image.
+    Each box becomes the axis-aligned box around its four transformed corners (torchvision's box transform),
+    clipped to the image; it is dropped when narrower / shorter than ``min_box_size`` px or when less than
+    ``min_visible`` of its area remains inside the image.
     """
+    from torchvision.transforms.v2 import functional as F
+
     height, width = image.shape
-    inverse = np.linalg.inv(matrix)
-    warped = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F").transform(
-        (width, height),
-        Image.Transform.AFFINE,
-        data=tuple(inverse[:2].ravel()),
-        resample=Image.Resampling.BILINEAR,
-        fillcolor=0.0,
-    )
-    out_image = np.clip(np.asarray(warped, dtype=np.float32), 0.0, 1.0)
-    return out_image, transform_boxes(boxes, matrix, height, width, min_box_size, min_visible)
+    tv_image, tv_boxes = _to_tv(image, boxes)
+    params = dict(angle=float(angle_deg), translate=[float(translate[0]), float(translate[1])], scale=float(scale),
+                  shear=[0.0, 0.0])
+    warped = F.affine(tv_image, **params, interpolation=F.InterpolationMode.BILINEAR, fill=0.0)
+    moved = F.affine(tv_boxes, **params).numpy().astype(np.float64).reshape(-1, 4)
+    out_image = np.clip(warped.numpy()[0], 0.0, 1.0).astype(np.float32)
+    return out_image, _keep_visible(moved, height, width, min_box_size, min_visible)
 
 
-def transform_boxes(
-    boxes: np.ndarray, matrix: np.ndarray, height: int, width: int, min_box_size: float = 2.0, min_visible: float = 0.3
-) -> np.ndarray:
-    """(N, 4) xyxy -> boxes around the transformed corners, clipped to (height, width), small ones dropped."""
-    boxes = _boxes(boxes)
-    if not len(boxes):
-        return boxes.copy()
-    x1, y1, x2, y2 = boxes.T.astype(np.float64)
-    corners = np.stack(
-        [np.stack([x1, y1]), np.stack([x2, y1]), np.stack([x1, y2]), np.stack([x2, y2])], axis=0
-    )  # (4, 2, N)
-    xs = matrix[0, 0] * corners[:, 0] + matrix[0, 1] * corners[:, 1] + matrix[0, 2]
-    ys = matrix[1, 0] * corners[:, 0] + matrix[1, 1] * corners[:, 1] + matrix[1, 2]
-    moved = np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)
+def _keep_visible(moved: np.ndarray, height: int, width: int, min_box_size: float, min_visible: float) -> np.ndarray:
+    """Transformed (N, 4) boxes -> clipped to the image, those too small or mostly outside dropped."""
     clipped = moved.copy()
     clipped[:, [0, 2]] = np.clip(moved[:, [0, 2]], 0, width)
     clipped[:, [1, 3]] = np.clip(moved[:, [1, 3]], 0, height)
     full = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
     w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
     keep = (w >= min_box_size) & (h >= min_box_size) & (w * h >= min_visible * np.maximum(full, 1e-9))
-    return clipped[keep].astype(np.float32)
+    return clipped[keep].astype(np.float32).reshape(-1, 4)
 
 
 def adjust_intensity(image: np.ndarray, brightness: float = 0.0, contrast: float = 1.0, gamma: float = 1.0) -> np.ndarray:
@@ -134,8 +126,8 @@ def augment(
     if u_flip < config.hflip_p:
         image, boxes = hflip(image, boxes)
     if u_affine < config.affine_p:
-        matrix = affine_matrix(height, width, scale, (float(shift[0]), float(shift[1])), angle)
-        image, boxes = affine(image, boxes, matrix, config.min_box_size, config.min_visible)
+        image, boxes = affine(image, boxes, scale=scale, translate=(float(shift[0]), float(shift[1])), angle_deg=angle,
+                              min_box_size=config.min_box_size, min_visible=config.min_visible)
     if u_intensity < config.intensity_p:
         image = adjust_intensity(image, brightness, contrast, gamma)
     return image, boxes

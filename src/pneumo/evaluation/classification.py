@@ -1,4 +1,4 @@
-"""Image-level classification metrics for a probability of pneumonia (pure numpy/scipy, no sklearn).
+"""Image-level classification metrics for a probability of pneumonia (curves, AUC, AP and Brier by scikit-learn).
 
 Inputs everywhere: ``scores`` float ``(N,)`` (probabilities in [0, 1] where calibration is concerned, any
 finite real otherwise) and ``labels`` ``(N,)`` of 0/1. An image is called positive at threshold ``t`` when
@@ -55,64 +55,59 @@ def check_inputs(scores, labels, probabilities: bool = False) -> tuple[np.ndarra
 
 
 def roc_auc(scores, labels) -> float:
-    """Area under the ROC curve by the Mann-Whitney U statistic with mid-ranks (a tie counts 1/2).
-
-    NaN when ``labels`` hold only one class (the AUC is undefined).
-    """
-    from scipy.stats import rankdata
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``; equals the Mann-Whitney U statistic with
+    mid-ranks, a tie counting 1/2). NaN when ``labels`` hold only one class (the AUC is undefined)."""
+    from sklearn.metrics import roc_auc_score
 
     s, y = check_inputs(scores, labels)
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if not 0 < int(y.sum()) < y.size:
         return float("nan")
-    ranks = rankdata(s)  # average ranks for ties
-    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
-def _cumulative_counts(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds descending distinct scores, TP and FP counts when calling score >= threshold positive)."""
-    order = np.argsort(-s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    last_of_group = np.r_[np.flatnonzero(np.diff(s_sorted)), s_sorted.size - 1] if s.size else np.array([], int)
-    tps = np.cumsum(y_sorted)[last_of_group]
-    fps = (last_of_group + 1) - tps
-    return s_sorted[last_of_group], tps.astype(np.float64), fps.astype(np.float64)
+    return float(roc_auc_score(y, s))
 
 
 def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC points -> (fpr, tpr, thresholds), each ``(K + 1,)``; starts at (0, 0) with threshold +inf, then one
-    point per distinct score (descending). Rates are NaN for an absent class."""
+    point per distinct score (descending; ``sklearn.metrics.roc_curve`` keeping every point). Rates are NaN for
+    an absent class."""
+    from sklearn.metrics import roc_curve as _roc_curve
+
     s, y = check_inputs(scores, labels)
-    thresholds, tps, fps = _cumulative_counts(s, y)
-    n_pos, n_neg = y.sum(), y.size - y.sum()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tpr = np.r_[0.0, tps] / n_pos if n_pos else np.full(tps.size + 1, np.nan)
-        fpr = np.r_[0.0, fps] / n_neg if n_neg else np.full(fps.size + 1, np.nan)
-    return fpr, tpr, np.r_[np.inf, thresholds]
+    n_pos = int(y.sum())
+    if not 0 < n_pos < y.size:  # a class is absent: the thresholds exist, one of the rates does not
+        thresholds = np.r_[np.inf, np.unique(s)[::-1]]
+        counts = np.r_[0.0, [(s >= t).sum() for t in thresholds[1:]]]
+        rate = counts / max(y.size, 1)
+        nan = np.full(thresholds.size, np.nan)
+        return (rate, nan, thresholds) if n_pos == 0 else (nan, rate, thresholds)
+    fpr, tpr, thresholds = _roc_curve(y, s, drop_intermediate=False)
+    return fpr.astype(np.float64), tpr.astype(np.float64), np.r_[np.inf, thresholds[1:]].astype(np.float64)
 
 
 def precision_recall_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision-recall points -> (precision, recall, thresholds), each ``(K,)``, one per distinct score in
-    descending order (recall increasing). Recall is NaN without positives."""
+    descending order (recall increasing; ``sklearn.metrics.precision_recall_curve`` without its final
+    (precision 1, recall 0) point). Recall is NaN without positives."""
+    from sklearn.metrics import precision_recall_curve as _pr_curve
+
     s, y = check_inputs(scores, labels)
-    thresholds, tps, fps = _cumulative_counts(s, y)
-    n_pos = y.sum()
-    precision = tps / (tps + fps)
-    recall = tps / n_pos if n_pos else np.full(tps.size, np.nan)
-    return precision, recall, thresholds
+    if y.size == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    if y.sum() == 0:  # no positives: precision 0 everywhere a call is made, recall undefined
+        thresholds = np.unique(s)[::-1]
+        return np.zeros(thresholds.size), np.full(thresholds.size, np.nan), thresholds
+    precision, recall, thresholds = _pr_curve(y, s, drop_intermediate=False)
+    return precision[:-1][::-1].astype(np.float64), recall[:-1][::-1].astype(np.float64), thresholds[::-1].astype(np.float64)
 
 
 def average_precision(scores, labels) -> float:
-    """Step-wise area under the precision-recall curve: sum over thresholds of (R_k - R_{k-1}) * P_k, R_0 = 0.
+    """Step-wise area under the precision-recall curve, sum over thresholds of (R_k - R_{k-1}) * P_k with
+    R_0 = 0 (``sklearn.metrics.average_precision_score``). NaN without positive labels."""
+    from sklearn.metrics import average_precision_score
 
-    NaN without positive labels.
-    """
-    precision, recall, _ = precision_recall_curve(scores, labels)
-    if recall.size == 0 or np.isnan(recall).any():
+    s, y = check_inputs(scores, labels)
+    if y.sum() == 0:
         return float("nan")
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(y, s))
 
 
 def _ratio(num: float, den: float) -> float:
@@ -205,9 +200,12 @@ def expected_calibration_error(probabilities, labels, n_bins: int = 10) -> float
 
 
 def brier_score(probabilities, labels) -> float:
-    """Mean squared difference between probability and label; NaN for no samples."""
+    """Mean squared difference between probability and label (``sklearn.metrics.brier_score_loss``); NaN for
+    no samples."""
+    from sklearn.metrics import brier_score_loss
+
     p, y = check_inputs(probabilities, labels, probabilities=True)
-    return float(np.mean((p - y) ** 2)) if p.size else float("nan")
+    return float(brier_score_loss(y, p, labels=[0, 1])) if p.size else float("nan")
 
 
 @dataclass(frozen=True)

@@ -245,13 +245,18 @@ def load_checkpoint(path: str | Path, expected_family: str | None = None, map_lo
             f"checkpoint {path} fails its integrity check (weights sha256 {actual[:12]}... != recorded "
             f"{str(payload['state_dict_sha256'])[:12]}...); the file was altered or damaged: re-copy it"
         )
-    _preprocessor(payload.get("preprocess"), str(path))
+    size = _preprocessor(payload.get("preprocess"), str(path)).size
     try:
         from pneumo.config import apply_values
 
         config = apply_values(config_class(family)(), dict(payload["config"]))
     except (ConfigError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path}: its {family} config does not fit this pneumo version ({error})") from error
+    if getattr(config, "image_size", size) != size:  # a family that sizes itself (Mask R-CNN anchors) must agree
+        raise CheckpointError(
+            f"checkpoint {path}: its {family} config says image_size {config.image_size} but its preprocessing "
+            f"(the input size the model is run at) says {size}; the file is inconsistent: re-save it"
+        )
     # the saved weights replace any initialisation: never load ImageNet weights just to overwrite them
     build_config = dataclasses.replace(config, pretrained=False) if hasattr(config, "pretrained") else config
     model = model_class(family)(build_config)

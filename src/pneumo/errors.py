@@ -98,3 +98,10 @@ class TrainingError(PneumoError):
     distributed processes disagree."""
 
     code = "training"
+
+
+class MissingExtraError(ConfigError):
+    """A command needs an optional dependency group that is not installed (e.g. torch, in the ``train`` extra:
+    training, export and the torch backend); serving ONNX exports does not need it."""
+
+    code = "missing_extra"

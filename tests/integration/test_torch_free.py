@@ -155,3 +155,41 @@ def test_api_and_cli_serve_the_same_answers_without_torch(served, model_dir, ima
     assert served["cli_exit"] == 0 and len(served["cli"]) == len(images)
     assert abs(served["cli"][0]["probability"] - want.probability) < PROB_TOL
     assert served["cli"][0]["model_version"] == want.model_version
+
+
+#: a serving-only install, simulated: importing torch & co. fails as if they were not installed
+NO_TORCH = textwrap.dedent('''
+    import importlib.abc, sys
+
+    class NotInstalled(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "torchvision", "efficientnet_lite_pytorch"):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, NotInstalled())
+    from pneumo.cli import main
+    raise SystemExit(main(sys.argv[1:]))
+''')
+
+
+def _cli_without_torch(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+           "PNEUMO_BACKEND": "", "PNEUMO_TORCH_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *argv], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def test_without_torch_onnx_serves_and_torch_commands_name_the_extra(model_dir, images, tmp_path):
+    served = _cli_without_torch("predict", "--model", "unet", "--model-dir", str(model_dir), "--no-progress",
+                                "--output", str(tmp_path / "p.jsonl"), str(images[0]), cwd=tmp_path)
+    assert served.returncode == 0, served.stderr[-2000:]
+    assert json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])["model"] == "unet"
+
+    for argv in (("predict", "--model", "unet", "--model-dir", str(model_dir), "--backend", "torch", "--no-progress",
+                  "--output", str(tmp_path / "t.jsonl"), str(images[0])),
+                 ("train", "chexnet", "--data", str(images[0].parents[1]), "--out", str(tmp_path / "run"))):
+        refused = _cli_without_torch(*argv, cwd=tmp_path)
+        assert refused.returncode == 2, (argv[0], refused.stderr[-2000:])
+        assert "'train' extra" in refused.stderr and "pip install 'pneumo[train]'" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr

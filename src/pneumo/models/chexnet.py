@@ -12,15 +12,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pneumo.decode.chexnet import CheXNetConfig, outputs_from_cams
 from pneumo.errors import ConfigError
 from pneumo.models.backbones import build_encoder, default_normalisation
 from pneumo.models.base import PneumoModel, RawOutput, Target
-from pneumo.decode.chexnet import CheXNetConfig, outputs_from_cams
 from pneumo.models.common import check_input, check_targets, eval_mode, normalise, replace_first_conv
 from pneumo.models.registry import register_family
 

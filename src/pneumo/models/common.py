@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from pneumo.decode.common import finish_boxes
 from pneumo.errors import InvalidBoxesError
 from pneumo.models.base import Target
 from pneumo.preprocess import check_model_input

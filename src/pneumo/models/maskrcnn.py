@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
@@ -35,7 +34,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
-from pneumo.decode.maskrcnn import (
+from pneumo.decode.maskrcnn import (  # image_probability and the anchor constants re-exported
     RSNA_ANCHOR_SIZES_1024,
     RSNA_ASPECT_RATIOS,
     MaskRCNNConfig,

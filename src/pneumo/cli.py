@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from pneumo import __version__
 from pneumo.errors import PneumoError
+from pneumo.extras import as_missing_extra
 
 #: command modules under pneumo.commands, in the order `pneumo --help` lists them
 COMMAND_MODULES: tuple[str, ...] = (
@@ -57,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PneumoError as error:
         print(f"pneumo: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:  # torch & co. are the optional 'train' extra
+        missing = as_missing_extra(error, f"pneumo {args.command}")
+        if missing is None:
+            raise
+        print(f"pneumo: error: {missing}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pneumo: interrupted", file=sys.stderr)

@@ -147,3 +147,10 @@ class PermissionDeniedError(PneumoError):
     """The user is known but their role does not allow this action."""
 
     code = "forbidden"
+
+
+class MissingExtraError(ConfigError):
+    """A command needs an optional dependency group that is not installed (e.g. torch, in the ``train`` extra:
+    training, export and the torch backend); serving ONNX exports does not need it."""
+
+    code = "missing_extra"

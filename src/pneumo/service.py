@@ -60,8 +60,9 @@ class InferenceService:
       its export; a missing or stale export raises ``CheckpointError``); None: ``$PNEUMO_BACKEND``, else
       ``"auto"``. See ``pneumo.export.predictor``.
     device: torch device for checkpoints (``"cpu"``, ``"cuda"``).
-    num_threads: torch intra-op threads, set process-wide when the service is built (None:
-      ``$PNEUMO_TORCH_THREADS``, else the number of CPUs this process may use).
+    num_threads: intra-op threads of every ONNX Runtime session, and of torch (set process-wide when the first
+      torch model loads; None: ``$PNEUMO_TORCH_THREADS``, else the number of CPUs this process may use).
+      With ONNX exports (``backend="onnx"``, or ``"auto"`` with up-to-date exports) nothing imports torch.
     check_content: ``read`` refuses inputs that are not plausible frontal chest radiographs
       (``pneumo.io.content``; docs/decisions/0010-out-of-distribution.md) before any model sees them.
     """
@@ -89,8 +90,9 @@ class InferenceService:
 
     @staticmethod
     def _set_threads(num_threads: int | None) -> int:
-        import torch
-
+        """The thread count (argument, ``$PNEUMO_TORCH_THREADS`` or the CPUs this process may use). It is
+        handed to ONNX Runtime per session and to torch only when a torch model loads (``_torch_threads``),
+        so a service that serves ONNX exports never imports torch."""
         if num_threads is None:
             env = os.environ.get(THREADS_ENV, "").strip()
             if env:
@@ -102,9 +104,15 @@ class InferenceService:
                 num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if num_threads < 1:
             raise ConfigError(f"num_threads must be at least 1, got {num_threads}")
-        if torch.get_num_threads() != num_threads:
-            torch.set_num_threads(num_threads)
         return num_threads
+
+    def _torch_threads(self) -> None:
+        """Set torch's intra-op threads process-wide to the service's count (before the first torch model runs)."""
+        from pneumo.extras import require_torch
+
+        torch = require_torch("running a checkpoint with the torch backend")
+        if torch.get_num_threads() != self.num_threads:
+            torch.set_num_threads(self.num_threads)
 
     # ------------------------------------------------------------------ names
 
@@ -162,6 +170,7 @@ class InferenceService:
                                        num_threads=self.num_threads)
             if predictor is not None:
                 return predictor
+        self._torch_threads()
         return CheckpointPredictor(path, name, device=self.device, card=card)
 
     def _get(self, model: str | Path, base_dir: Path | None = None) -> Predictor:

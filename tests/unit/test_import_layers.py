@@ -18,12 +18,13 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 #: lowest first. A module may import its own layer or any layer below it, never one above.
 #: Each entry names packages or modules; the longest matching prefix decides a module's layer.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("pneumo", "pneumo.errors", "pneumo.config", "pneumo.files")),
+    ("foundation", ("pneumo", "pneumo.errors", "pneumo.config", "pneumo.files", "pneumo.extras")),
     ("array ops", ("pneumo.preprocess", "pneumo.postprocess")),
     ("records", ("pneumo.types",)),
     ("io", ("pneumo.io",)),
-    ("outputs", ("pneumo.outputs",)),
+    ("outputs", ("pneumo.outputs", "pneumo.display")),
     ("data", ("pneumo.data", "pneumo.samples")),
+    ("decoding", ("pneumo.decode",)),
     ("models", ("pneumo.models",)),
     ("evaluation", ("pneumo.evaluation",)),
     ("ensemble", ("pneumo.ensemble",)),

@@ -22,16 +22,13 @@ import torch
 from pneumo.errors import CheckpointError
 from pneumo.files import atomic_path, to_jsonable
 from pneumo.export.families import INPUT_NAME, adapter
-from pneumo.export.metadata import OnnxMetadata
+from pneumo.export.metadata import OnnxMetadata, onnx_path_for
+
+__all__ = ["ExportReport", "export_checkpoint", "onnx_path_for", "OPSET", "VERIFY_TOLERANCE"]
 
 OPSET = 17
 #: largest |torch - onnx| allowed on the float outputs by the check right after export
 VERIFY_TOLERANCE = 1e-3
-
-
-def onnx_path_for(checkpoint: str | Path) -> Path:
-    """Where the export of ``checkpoint`` lives by default: same folder and stem, ``.onnx`` suffix."""
-    return Path(checkpoint).with_suffix(".onnx")
 
 
 @dataclass

@@ -2,7 +2,10 @@
 
 The graphs are thin wrappers around the torch model's own methods, so nothing about the network is copied;
 the ONNX outputs go through the *same* post-processing function as the torch ``infer``
-(``chexnet.outputs_from_cams``, ``unet.outputs_from_maps``, ``maskrcnn.output_from_detections``).
+(``pneumo.decode``: ``chexnet.outputs_from_cams``, ``unet.outputs_from_maps``, ``maskrcnn.output_from_detections``).
+
+The decoding side (output names, decode functions, config classes) is torch-free in
+``pneumo.export.decoders``; this module adds the torch graphs for the exporter.
 
 * ``chexnet``: ``probability`` (B,) and ``heatmap`` (B, S, S). The heatmap is Grad-CAM computed without
   autograd: the logit is ``w . mean_hw(A) + b``, so d logit / d A_c = w_c / (h w) at every position and the
@@ -24,8 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pneumo.errors import ConfigError
+from pneumo.export.decoders import INPUT_NAME, Runner, decoder
 from pneumo.models.base import PneumoModel, RawOutput
+
+__all__ = ["INPUT_NAME", "FamilyAdapter", "adapter", "CheXNetGraph", "UNetGraph", "MaskRCNNGraph"]
 
 
 class CheXNetGraph(nn.Module):
@@ -69,31 +74,6 @@ class MaskRCNNGraph(nn.Module):
         return detection["boxes"], detection["scores"], detection["masks"][:, 0]
 
 
-def _chexnet_outputs(run: Callable[[np.ndarray], list[np.ndarray]], images: np.ndarray, config: Any) -> list[RawOutput]:
-    from pneumo.models.chexnet import outputs_from_cams
-
-    probs, heatmaps = run(images)
-    return outputs_from_cams(probs.astype(np.float64).tolist(), heatmaps, config)
-
-
-def _unet_outputs(run: Callable[[np.ndarray], list[np.ndarray]], images: np.ndarray, config: Any) -> list[RawOutput]:
-    from pneumo.models.unet import outputs_from_maps
-
-    probs, prob_maps = run(images)
-    return outputs_from_maps(prob_maps, probs.astype(np.float64).tolist(), config)
-
-
-def _maskrcnn_outputs(run: Callable[[np.ndarray], list[np.ndarray]], images: np.ndarray, config: Any) -> list[RawOutput]:
-    from pneumo.models.maskrcnn import output_from_detections
-
-    size = (int(images.shape[-2]), int(images.shape[-1]))
-    outputs = []
-    for i in range(images.shape[0]):
-        boxes, scores, masks = run(images[i : i + 1])
-        outputs.append(output_from_detections(boxes, scores, masks, size, config))
-    return outputs
-
-
 @dataclass(frozen=True)
 class FamilyAdapter:
     """How one family is exported and decoded.
@@ -106,23 +86,16 @@ class FamilyAdapter:
     graph: Callable[[PneumoModel], nn.Module]
     outputs: tuple[str, ...]
     dynamic_batch: bool
-    decode: Callable[[Callable[[np.ndarray], list[np.ndarray]], np.ndarray, Any], list[RawOutput]]
+    decode: Callable[[Runner, np.ndarray, Any], list[RawOutput]]
     heatmap: str = "onnx"
 
 
-ADAPTERS: dict[str, FamilyAdapter] = {
-    "chexnet": FamilyAdapter(CheXNetGraph, ("probability", "heatmap"), True, _chexnet_outputs),
-    "unet": FamilyAdapter(UNetGraph, ("probability", "prob_map"), True, _unet_outputs),
-    "maskrcnn": FamilyAdapter(MaskRCNNGraph, ("boxes", "scores", "masks"), False, _maskrcnn_outputs),
+_GRAPHS: dict[str, Callable[[PneumoModel], nn.Module]] = {
+    "chexnet": CheXNetGraph, "unet": UNetGraph, "maskrcnn": MaskRCNNGraph,
 }
-INPUT_NAME = "images"
 
 
 def adapter(family: str) -> FamilyAdapter:
-    """The adapter of ``family`` (``ConfigError`` for a family with no ONNX export)."""
-    try:
-        return ADAPTERS[family]
-    except KeyError:
-        raise ConfigError(
-            f"model family {family!r} has no ONNX export; exportable: {', '.join(sorted(ADAPTERS))}"
-        ) from None
+    """The adapter of ``family``: its graph plus its torch-free ``Decoder`` (``ConfigError`` if not exportable)."""
+    found = decoder(family)
+    return FamilyAdapter(_GRAPHS[family], found.outputs, found.dynamic_batch, found.decode, found.heatmap)

@@ -94,6 +94,11 @@ class OnnxMetadata:
         return cls(**values)
 
 
+def onnx_path_for(checkpoint: str | Path) -> Path:
+    """Where the export of ``checkpoint`` lives by default: same folder and stem, ``.onnx`` suffix."""
+    return Path(checkpoint).with_suffix(".onnx")
+
+
 def read_metadata(path: str | Path) -> OnnxMetadata:
     """The ``OnnxMetadata`` of an exported file, without starting an inference session."""
     import onnx

@@ -27,7 +27,7 @@ import numpy as np
 
 from pneumo.errors import CheckpointError, ConfigError
 from pneumo.export import BACKENDS
-from pneumo.export.exporter import onnx_path_for
+from pneumo.export.metadata import onnx_path_for
 from pneumo.inference.predictors import CheckpointPredictor, ModelInfo, Predictor
 from pneumo.types import Prediction, Thresholds, XRay
 
@@ -39,25 +39,29 @@ log = logging.getLogger(__name__)
 
 
 class OnnxPredictor(CheckpointPredictor):
-    """A checkpoint run from its ONNX export. ``path``: the checkpoint (.pt); ``onnx_path``: its export."""
+    """A checkpoint run from its ONNX export. ``path``: the checkpoint (.pt); ``onnx_path``: its export.
+
+    Torch-free: everything serving needs (family, config, preprocessing, thresholds, metrics, code version and
+    the checkpoint file's sha256) comes from the export's own metadata; the freshness check hashes the .pt
+    file's bytes without unpickling it. Only ``meta`` (the checkpoint's full metadata, for tuning and
+    evaluation) reads the checkpoint, on first use.
+    """
 
     def __init__(self, path: Path, name: str, onnx_path: Path, card: Path | None = None,
                  num_threads: int | None = None) -> None:
-        import torch
-
         from pneumo.export.runtime import OnnxModel
-        from pneumo.models.checkpoint import read_checkpoint_meta
         from pneumo.preprocess import Preprocessor
 
         self.model = OnnxModel(onnx_path, checkpoint=path, num_threads=num_threads)  # refuses a stale export
         metadata = self.model.metadata
+        self.path = Path(path)
         self.onnx_path = Path(onnx_path)
-        self.device = torch.device("cpu")
+        self.device = "cpu"
         self.preprocessor = Preprocessor.from_dict(metadata.preprocess)
         self.thresholds = Thresholds.from_dict(metadata.thresholds)
         self.raw_thresholds = dict(metadata.thresholds)
         self.family = metadata.family
-        self.meta = read_checkpoint_meta(path)
+        self._meta: dict | None = None
         self.config = self.model.config
         self.sha256 = metadata.source_sha256
         code = metadata.code_version.get("pneumo") or "unknown"
@@ -67,6 +71,16 @@ class OnnxPredictor(CheckpointPredictor):
         )
         self._autograd = False
         self._lock = threading.Lock()
+
+    @property
+    def meta(self) -> dict:
+        """The checkpoint's metadata (training config, split, ...), read from the .pt file on first use: tuning
+        and evaluation need it, serving does not (this is the only part of the ONNX path that imports torch)."""
+        if self._meta is None:
+            from pneumo.models.checkpoint import read_checkpoint_meta
+
+            self._meta = read_checkpoint_meta(self.path)
+        return self._meta
 
     def _infer(self, batch: np.ndarray) -> list:
         with self._lock:  # one inference at a time per model, like the torch predictor (ORT threads do the rest)
@@ -98,11 +112,11 @@ def onnx_predictor(path: Path, name: str, *, backend: str, device: str = "cpu", 
                 "or use the torch backend"
             )
         return OnnxPredictor(path, name, onnx_file, card=card, num_threads=num_threads)
-    # auto
+    # auto: the family comes from the export's metadata (no torch: the checkpoint is hashed, never unpickled)
     if device != "cpu" or not onnx_file.is_file():
         return None
     try:
         return OnnxPredictor(path, name, onnx_file, card=card, num_threads=num_threads)
-    except CheckpointError as error:
+    except (CheckpointError, ConfigError) as error:
         log.warning("not using the ONNX export of %s (%s); running it with torch", path.name, error)
         return None

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from pneumo.errors import CheckpointError
-from pneumo.export.families import INPUT_NAME, adapter
+from pneumo.export.decoders import INPUT_NAME, decoder
 from pneumo.export.metadata import OnnxMetadata, check_fresh
-from pneumo.models.base import RawOutput
+from pneumo.types import RawOutput
 
 
 def default_threads() -> int:
@@ -40,7 +40,6 @@ class OnnxModel:
         import onnxruntime as ort
 
         from pneumo.config import apply_values
-        from pneumo.models.registry import config_class
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -61,9 +60,9 @@ class OnnxModel:
         if checkpoint is not None:
             check_fresh(self.metadata, checkpoint, self.path)
         self.family = self.metadata.family
-        self.adapter = adapter(self.family)
+        self.adapter = decoder(self.family)
         try:
-            self.config: Any = apply_values(config_class(self.family)(), dict(self.metadata.config))
+            self.config: Any = apply_values(self.adapter.config(), dict(self.metadata.config))
         except Exception as error:
             raise CheckpointError(f"{self.path}: its {self.family} config does not fit this pneumo version ({error})") from error
         self.size = self.metadata.size

@@ -22,13 +22,13 @@ predicted box area falls outside the field, for before/after comparisons.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pneumo.decode.unet import UNetConfig, outputs_from_maps
 from pneumo.errors import ConfigError, InvalidBoxesError
 from pneumo.models.backbones import build_encoder, default_normalisation
 from pneumo.models.base import PneumoModel, RawOutput, Target
@@ -37,7 +37,6 @@ from pneumo.models.common import (
     check_input,
     check_targets,
     eval_mode,
-    finish_boxes,
     normalise,
     soft_dice_loss,
     union_masks,
@@ -46,28 +45,6 @@ from pneumo.models.registry import register_family
 
 PRIOR_GRID = 64
 LUNG_PRIOR_MODES = ("off", "filter", "input")
-
-
-@dataclass
-class UNetConfig:
-    """Settings of the ``unet`` family (sizes in model-input pixels unless stated)."""
-
-    encoder: str = "resnet18"  # "resnet18" | "resnet34" | "efficientnet-lite0"
-    encoder_depth: int = 5  # encoder stages used (3-5); 5 reaches stride 32
-    pretrained: bool = False  # ImageNet init (efficientnet-lite0 only)
-    decoder_channels: tuple[int, ...] = (128, 64, 32, 16)  # coarse -> fine, one per skip merge
-    input_mean: float | None = None  # intensity normalisation; None: 0.5/0.25, ImageNet grey for efficientnet
-    input_std: float | None = None
-    lung_prior: str = "filter"  # "off" | "filter" | "input"
-    prior_floor: float = 0.05  # prior values below this are outside the lung field
-    seg_weight: float = 1.0  # weight of (pixel BCE + soft Dice)
-    dice_weight: float = 1.0  # weight of soft Dice inside the segmentation term
-    cls_weight: float = 1.0  # weight of the image-level BCE
-    cls_pos_weight: float | None = None  # BCE pos_weight of the image label (e.g. n_neg / n_pos)
-    dropout: float = 0.2  # before the image-level head
-    mask_threshold: float = 0.5  # probability threshold of the map for boxes
-    min_box_area_fraction: float = 0.002  # components smaller than this fraction of S*S are dropped
-    max_boxes: int = 10
 
 
 class _DecoderBlock(nn.Module):
@@ -198,22 +175,6 @@ class UNetModel(PneumoModel):
     def infer(self, images: torch.Tensor) -> list[RawOutput]:
         prob_maps, image_probs = self.probability_maps(images)
         return outputs_from_maps(prob_maps.cpu().numpy(), image_probs.cpu().tolist(), self.config)
-
-
-def outputs_from_maps(prob_maps: np.ndarray, image_probs: list[float], config: UNetConfig) -> list[RawOutput]:
-    """Post-processing shared by the torch model and the ONNX backend: (B, S, S) opacity probability maps
-    (already filtered by the prior) and (B,) image probabilities -> one RawOutput each (boxes = connected
-    components of the thresholded map, in input pixels; heatmap = the map)."""
-    from pneumo.postprocess import mask_to_boxes
-
-    min_area = config.min_box_area_fraction * prob_maps.shape[-1] * prob_maps.shape[-2]
-    outputs = []
-    for prob_map, p in zip(prob_maps, image_probs):
-        boxes = mask_to_boxes(prob_map, threshold=config.mask_threshold, min_area=min_area)
-        boxes = finish_boxes(boxes, config.max_boxes)
-        heatmap = np.clip(prob_map, 0.0, 1.0).astype(np.float32)
-        outputs.append(RawOutput(probability=float(p), boxes=boxes, heatmap=heatmap))
-    return outputs
 
 
 # ---- prior fitting and measurement ------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""``maskrcnn`` without torch: its config and the decoding of one image's detections into a ``RawOutput``.
+
+Shared by the torch model (``pneumo.models.maskrcnn``) and the ONNX backend, so both post-process alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pneumo.decode.common import finish_boxes
+from pneumo.types import RawOutput
+
+#: anchor sizes (sqrt of area, px) at 1024 px input, one per FPN level P2..P6; scaled by S / 1024
+RSNA_ANCHOR_SIZES_1024 = (64, 112, 192, 320, 512)
+#: anchor aspect ratios as height / width (torchvision's convention)
+RSNA_ASPECT_RATIOS = (0.7, 1.1, 1.6, 2.5)
+
+
+@dataclass
+class MaskRCNNConfig:
+    """Settings of the ``maskrcnn`` family (pixels are model-input pixels)."""
+
+    backbone: str = "resnet18"  # "resnet18" | "resnet34" | "resnet50" | "efficientnet-lite0"
+    pretrained: bool = False  # ImageNet init (efficientnet-lite0 only)
+    image_size: int = 512  # S the anchors are scaled for (S / 1024 x RSNA sizes)
+    input_mean: float | None = None  # None: the backbone's default (backbones.default_normalisation)
+    input_std: float | None = None
+    fpn_channels: int = 256  # FPN width (efficientnet-lite0; the ResNet FPN is torchvision's, 256)
+    anchor_sizes_1024: tuple[int, ...] = RSNA_ANCHOR_SIZES_1024
+    aspect_ratios: tuple[float, ...] = RSNA_ASPECT_RATIOS
+    rpn_pre_nms_top_n_train: int = 1000
+    rpn_post_nms_top_n_train: int = 500
+    rpn_pre_nms_top_n_test: int = 500
+    rpn_post_nms_top_n_test: int = 300
+    rpn_batch_size_per_image: int = 128
+    box_batch_size_per_image: int = 128
+    box_score_thresh: float = 0.01  # keep low: the checkpoint's box_confidence threshold decides later
+    box_nms_thresh: float = 0.4
+    detections_per_image: int = 10
+    box_head_dim: int = 512  # TwoMLPHead width (torchvision: 1024)
+    mask_head_channels: tuple[int, ...] = (128, 128)  # mask head convs (torchvision: 4 x 256; masks are filled boxes)
+    image_score: str = "max"  # "max" | "noisy_or"
+
+
+def image_probability(scores: np.ndarray, image_score: str = "max") -> float:
+    """Image-level probability from the (N,) box scores: their max, or noisy-or 1 - prod(1 - s); 0 without boxes."""
+    scores = np.clip(np.asarray(scores, dtype=np.float64).reshape(-1), 0.0, 1.0)
+    if scores.size == 0:
+        return 0.0
+    if image_score == "max":
+        return float(scores.max())
+    return float(1.0 - np.prod(1.0 - scores))
+
+
+def output_from_detections(
+    boxes: np.ndarray, scores: np.ndarray, masks: np.ndarray, size: tuple[int, int], config: MaskRCNNConfig
+) -> RawOutput:
+    """Post-processing shared by the torch model and the ONNX backend, for one image: (N, 4) xyxy boxes in
+    input pixels, (N,) scores, (N, S, S) mask probabilities -> RawOutput (heatmap = per-pixel max of score x
+    mask, (S, S); ``size`` = (S, S) gives its shape when there is no detection)."""
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    boxes5 = np.concatenate([np.asarray(boxes, dtype=np.float32).reshape(-1, 4), scores[:, None]], axis=1)
+    heatmap = np.zeros(size, dtype=np.float32)
+    if scores.size:
+        heatmap = np.clip((np.asarray(masks, dtype=np.float32) * scores[:, None, None]).max(axis=0), 0.0, 1.0)
+    return RawOutput(
+        probability=image_probability(scores, config.image_score),
+        boxes=finish_boxes(boxes5, config.detections_per_image),
+        heatmap=heatmap.astype(np.float32, copy=False),
+    )

@@ -193,7 +193,8 @@ class CheckpointPredictor(Predictor):
             if heatmap:
                 fused = mean_heatmap(heats)
                 heat = None if fused is None else np.ascontiguousarray(geometry.crop_to_content(fused))
-            results.append(ImageOutput(float(np.mean(probs)), views, heat, xray.original_size))
+            results.append(ImageOutput(float(np.mean(probs)), views, heat, xray.original_size,
+                                       extra={"view_probabilities": tuple(probs)}))
         t3 = time.perf_counter()
         timing = {"preprocess": _ms(t1 - t0) / n, "inference": _ms(t2 - t1) / n, "postprocess": _ms(t3 - t2) / n}
         return results, [dict(timing) for _ in range(n)]

@@ -27,6 +27,7 @@ import numpy as np
 
 from pneumo.errors import CheckpointError, ConfigError
 from pneumo.export.exporter import onnx_path_for
+from pneumo.inference.calibrated import checkpoint_calibrator
 from pneumo.inference.predictors import CheckpointPredictor, ModelInfo, Predictor, normalise_thresholds
 from pneumo.types import Prediction, XRay
 
@@ -66,6 +67,9 @@ class OnnxPredictor(CheckpointPredictor):
             name=name, family=metadata.family, version=f"{metadata.family}-{code}+{self.sha256[:8]}", path=Path(path),
             metrics=dict(metadata.metrics), thresholds=self.thresholds, card=card,
         )
+        self.calibrator = checkpoint_calibrator(path, self.meta, self.sha256)
+        if self.calibrator is not None:
+            self.info.metrics["calibration"] = self.calibrator.to_dict()
         self._autograd = False
         self._lock = threading.Lock()
 

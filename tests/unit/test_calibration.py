@@ -13,6 +13,7 @@ from pneumo.evaluation.calibration import (
     calibration_report,
     ece,
     fit_isotonic,
+    fit_logistic,
     fit_temperature,
     logit,
     operating_point,
@@ -37,6 +38,17 @@ def test_temperature_scaling_recovers_a_known_temperature() -> None:
         assert fitted.params["temperature"] == pytest.approx(temperature, rel=0.05)
         np.testing.assert_allclose(fitted(overconfident), p_true, atol=0.02)
         assert ece(fitted(overconfident), y) < ece(overconfident, y)
+
+
+def test_logistic_recovers_a_temperature_and_a_prevalence_shift_and_keeps_the_ranking() -> None:
+    p_true, y = _calibrated_sample(40_000, 6)
+    shifted = sigmoid(logit(p_true) * 1.5 + 0.8)  # overconfident and too high (a different prevalence)
+    fitted = fit_logistic(shifted, y)
+    assert fitted.params["temperature"] == pytest.approx(1.5, rel=0.05)
+    assert fitted.params["bias"] == pytest.approx(-0.8 / 1.5, abs=0.05)
+    assert ece(fitted(shifted), y) < 0.01 < ece(fit_temperature(shifted, y)(shifted), y)
+    order = np.argsort(shifted)
+    assert (np.diff(fitted(shifted)[order]) >= 0).all()
 
 
 def test_isotonic_is_monotone_and_reduces_ece() -> None:
@@ -93,7 +105,7 @@ def test_patient_bootstrap_resamples_patients_and_contains_the_estimate() -> Non
 
 def test_calibrator_round_trips_through_json_and_rejects_bad_data() -> None:
     p, y = _calibrated_sample(2_000, 4)
-    for calibrator in (fit_temperature(p, y, {"data": "synthetic"}), fit_isotonic(p, y)):
+    for calibrator in (fit_temperature(p, y, {"data": "synthetic"}), fit_logistic(p, y), fit_isotonic(p, y)):
         again = Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict(), allow_nan=False)))
         np.testing.assert_allclose(again(p), calibrator(p))
         assert isinstance(again(0.3), float)

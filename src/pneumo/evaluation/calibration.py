@@ -4,7 +4,10 @@ operating points with patient-level bootstrap intervals.
 * ``Calibrator`` maps a model's raw image probability in [0, 1] to a calibrated one. ``"temperature"``:
   ``sigmoid(logit(p) / T)`` (one parameter, fitted by minimising the log loss; keeps the ranking and so the
   AUC). ``"isotonic"``: scikit-learn's ``IsotonicRegression`` (monotone, non-decreasing, piecewise linear
-  between its fitted knots, clipped outside them; ties may merge scores, so the AUC can change slightly).
+  between its fitted knots, clipped outside them; its flat steps merge scores, so the AUC and operating
+  points can drop). ``"logistic"`` (Platt scaling on logits): ``sigmoid(logit(p) / T + b)``, a temperature
+  plus a shift of the log-odds, which also corrects a different prevalence (a temperature alone cannot);
+  strictly increasing, so like temperature scaling it keeps the ranking.
   ``to_dict`` / ``from_dict`` give JSON-safe data, stored with the weights (checkpoint metadata or the
   ensemble spec) so a loaded model shows the calibrated probability.
 * ECE: ``sum_b (n_b / N) |mean(y in b) - mean(p in b)|`` over ``n_bins`` bins, either equal-width on [0, 1]
@@ -34,7 +37,7 @@ from pneumo.evaluation.classification import (
     roc_auc,
 )
 
-METHODS = ("temperature", "isotonic")
+METHODS = ("temperature", "logistic", "isotonic")
 FORMAT_VERSION = 1
 _EPS = 1e-6
 
@@ -55,7 +58,7 @@ def sigmoid(z: np.ndarray | float) -> np.ndarray:
 @dataclass(frozen=True)
 class Calibrator:
     """Raw probability -> calibrated probability. ``params``: ``{"temperature": T}`` or
-    ``{"x": [...], "y": [...]}`` (isotonic knots, x increasing); ``fitted_on``: where it was fitted (free-form)."""
+    ``{"temperature": T, "bias": b}`` (logistic) or ``{"x": [...], "y": [...]}`` (isotonic knots, x increasing); ``fitted_on``: where it was fitted (free-form)."""
 
     method: str
     params: Mapping[str, Any]
@@ -64,10 +67,13 @@ class Calibrator:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"calibration method must be one of {METHODS}, got {self.method!r}")
-        if self.method == "temperature":
+        if self.method in ("temperature", "logistic"):
             t = self.params.get("temperature")
             if not (isinstance(t, (int, float)) and np.isfinite(t) and t > 0):
-                raise ConfigError(f"temperature calibration needs a positive temperature, got {t!r}")
+                raise ConfigError(f"{self.method} calibration needs a positive temperature, got {t!r}")
+            b = self.params.get("bias", 0.0)
+            if not (isinstance(b, (int, float)) and np.isfinite(b)) or (self.method == "temperature" and b != 0.0):
+                raise ConfigError(f"{self.method} calibration: bad bias {b!r}")
         else:
             x, y = np.asarray(self.params.get("x", []), float), np.asarray(self.params.get("y", []), float)
             if x.ndim != 1 or x.size < 1 or x.shape != y.shape or not np.isfinite(x).all() or not np.isfinite(y).all():
@@ -78,8 +84,8 @@ class Calibrator:
     def __call__(self, probability: np.ndarray | float) -> np.ndarray | float:
         """Calibrate a probability or an array of them (same shape back; a float for a float)."""
         p = np.asarray(probability, dtype=np.float64)
-        if self.method == "temperature":
-            out = sigmoid(logit(p) / float(self.params["temperature"]))
+        if self.method in ("temperature", "logistic"):
+            out = sigmoid(logit(p) / float(self.params["temperature"]) + float(self.params.get("bias", 0.0)))
         else:
             out = np.interp(np.clip(p, 0.0, 1.0), self.params["x"], self.params["y"])
         out = np.clip(out, 0.0, 1.0)
@@ -118,6 +124,25 @@ def fit_temperature(probabilities, labels, fitted_on: Mapping[str, Any] | None =
                       {"n": int(p.size), "n_positive": int(y.sum()), **dict(fitted_on or {})})
 
 
+def fit_logistic(probabilities, labels, fitted_on: Mapping[str, Any] | None = None) -> Calibrator:
+    """Platt scaling on logits: T > 0 and b minimising the mean log loss of ``sigmoid(logit(p) / T + b)``."""
+    from scipy.optimize import minimize
+
+    p, y = check_inputs(probabilities, labels, probabilities=True)
+    if p.size == 0 or y.min() == y.max():
+        raise MetricInputError("logistic calibration needs both classes")
+    z = logit(p)
+
+    def loss(theta: np.ndarray) -> float:
+        q = np.clip(sigmoid(z * np.exp(-theta[0]) + theta[1]), 1e-12, 1 - 1e-12)
+        return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
+
+    result = minimize(loss, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 2000})
+    log_t = float(np.clip(result.x[0], -4.0, 4.0))
+    return Calibrator("logistic", {"temperature": float(np.exp(log_t)), "bias": float(result.x[1])},
+                      {"n": int(p.size), "n_positive": int(y.sum()), **dict(fitted_on or {})})
+
+
 def fit_isotonic(probabilities, labels, fitted_on: Mapping[str, Any] | None = None) -> Calibrator:
     """Isotonic regression of the labels on the probabilities (scikit-learn), kept as its knots."""
     from sklearn.isotonic import IsotonicRegression
@@ -130,7 +155,8 @@ def fit_isotonic(probabilities, labels, fitted_on: Mapping[str, Any] | None = No
                       {"n": int(p.size), "n_positive": int(y.sum()), **dict(fitted_on or {})})
 
 
-FITTERS: dict[str, Callable[..., Calibrator]] = {"temperature": fit_temperature, "isotonic": fit_isotonic}
+FITTERS: dict[str, Callable[..., Calibrator]] = {"temperature": fit_temperature, "logistic": fit_logistic,
+                                                 "isotonic": fit_isotonic}
 
 
 # ------------------------------------------------------------------------------------------------- ECE

@@ -36,3 +36,110 @@ def heldout_figures(model_dir: Path) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+SECTION_BEGIN = "<!-- heldout:begin (scripts/heldout_calibration.py) -->"
+SECTION_END = "<!-- heldout:end -->"
+_ROWS = (("auc", "AUC"), ("map", "RSNA mAP at the operating thresholds"),
+         ("ece_width", "ECE, 10 equal-width bins"), ("ece_mass", "ECE, 10 equal-mass bins"), ("brier", "Brier score"),
+         ("sensitivity_at_90_specificity", "sensitivity at 90 % specificity"),
+         ("sensitivity_at_95_specificity", "sensitivity at 95 % specificity"),
+         ("specificity_at_90_sensitivity", "specificity at 90 % sensitivity"))
+
+
+def _ci(entry: Any) -> str:
+    if not isinstance(entry, dict) or entry.get("estimate") is None:
+        return "-"
+    low, high = entry.get("low"), entry.get("high")
+    if low is None or high is None or low != low or high != high:
+        return f"{entry['estimate']:.3f}"
+    return f"{entry['estimate']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def heldout_markdown(heldout: dict[str, Any], name: str, figure_link: str | None = None) -> str:
+    """The held-out section of model ``name``'s card (markdown between ``SECTION_BEGIN`` / ``SECTION_END``)."""
+    entry = heldout.get("models", {}).get(name)
+    if not entry:
+        return ""
+    method = entry["calibration"]["method"]
+    lines = [
+        SECTION_BEGIN,
+        f"## Held-out evaluation and calibration: {heldout['data']}",
+        "",
+        f"The **shipped weights** (trained on the 210 rsna-mini patients only) run on {entry['n']} rsna-plus patients "
+        f"({entry['n_positive']} positive) they never saw, {heldout['how']}. 95 % intervals: percentile bootstrap "
+        f"over patients ({heldout['n_boot']} resamples). Calibrated column: **cross-fitted** - the patients were "
+        "split into two random halves, the calibrator fitted on one half scores the other, both ways, so no image "
+        "is scored by a calibrator that saw it.",
+        "",
+        f"| metric | raw probability | calibrated ({method}, cross-fitted) |",
+        "|---|---|---|",
+    ]
+    for key, label in _ROWS:
+        lines.append(f"| {label} | {_ci(entry['raw'].get(key))} | {_ci(entry['calibrated'].get(key))} |")
+    lines += ["", "ECE (equal-width) on each half, calibrator fitted on the other:", "",
+              "| method | fitted on -> scored on | ECE before | ECE after |", "|---|---|---|---|"]
+    for m, rows in entry["folds"].items():
+        for row in rows:
+            lines.append(f"| {m} | {row['fit_on']} -> {row['scored_on']} (n={row['n_scored']}) | "
+                         f"{row['ece_before']:.3f} | {row['ece_after']:.3f} |")
+    lines += ["", f"Shipped calibrator: **{method}** (lowest cross-fitted ECE among the methods that cost at most "
+              f"0.01 cross-fitted AUC), refitted on all {entry['n']} images "
+              f"and stored {entry['stored_in']}; the probability a Prediction shows is the calibrated one "
+              "(the raw one is in `extra.uncalibrated_probability`; gates, box scores and fusion still use the raw "
+              "value they were tuned on). Temperature and logistic calibration keep the ranking, so AUC and "
+              "operating points are those of the raw column; isotonic steps merge scores and can lower them."]
+    if entry.get("taper"):
+        t = entry["taper"]
+        lines += ["", f"Mask R-CNN size taper (stability fix): on these images AUC {t['auc_before']:.3f} -> "
+                  f"{t['auc_after']:.3f}, mAP {t['map_before']:.4f} -> {t['map_after']:.4f}; probability changed "
+                  f"by > 0.01 on {t['n_changed']} of {entry['n']} images."]
+    if figure_link:
+        lines += ["", f"![reliability diagram, {name}, held-out rsna-plus]({figure_link})"]
+    lines.append(SECTION_END)
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, section: str) -> str:
+    """``text`` with its held-out section replaced by ``section`` (appended when it has none)."""
+    start, end = text.find(SECTION_BEGIN), text.find(SECTION_END)
+    if start >= 0 and end > start:
+        return text[:start] + section + text[end + len(SECTION_END):].lstrip("\n")
+    return text.rstrip("\n") + "\n\n" + section
+
+
+def heldout_summary_markdown(heldout: dict[str, Any], stability: str = "") -> str:
+    """docs/models.md's held-out section: one row per model (raw and calibrated ECE, AUC, mAP, operating
+    points), then ``stability`` (free text) if given."""
+    models = heldout.get("models", {})
+    if not models:
+        return ""
+    lines = [
+        SECTION_BEGIN,
+        f"## Held-out figures: {heldout['data']}",
+        "",
+        "rsna-plus (1,037 patients, patient-disjoint from rsna-mini) was never seen by the shipped weights, so these "
+        f"are held-out figures of the **shipped** models, not of the recipe (that is the CV table above). "
+        f"{heldout['how'][0].upper() + heldout['how'][1:]}. "
+        f"95 % intervals: bootstrap over patients ({heldout['n_boot']} resamples). Calibrated: cross-fitted on two "
+        "random patient halves (each image scored by the calibrator fitted on the other half).",
+        "",
+        "| model | n (pos) | AUC | mAP | ECE raw | ECE calibrated | calibrator | sens @ 90 % spec | sens @ 95 % spec "
+        "| spec @ 90 % sens |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, e in models.items():
+        lines.append(
+            f"| {name} | {e['n']} ({e['n_positive']}) | {_ci(e['raw']['auc'])} | {_ci(e['raw']['map'])} | "
+            f"{_ci(e['raw']['ece_width'])} | {_ci(e['calibrated']['ece_width'])} | {e['calibration']['method']} | "
+            f"{_ci(e['calibrated']['sensitivity_at_90_specificity'])} | "
+            f"{_ci(e['calibrated']['sensitivity_at_95_specificity'])} | "
+            f"{_ci(e['calibrated']['specificity_at_90_sensitivity'])} |")
+    lines += ["", "ECE: 10 equal-width bins (the cards also give equal-mass bins). Operating points on the "
+              "cross-fitted calibrated probability. Reliability diagrams: `docs/figures/reliability-<model>.png`. "
+              "Raw outputs: `runs/heldout/rsna-plus.npz` (`scripts/heldout_outputs.py`; not committed), figures "
+              "`scripts/heldout_calibration.py`."]
+    if stability:
+        lines += ["", stability]
+    lines.append(SECTION_END)
+    return "\n".join(lines) + "\n"

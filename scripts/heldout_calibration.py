@@ -27,7 +27,7 @@ from typing import Any
 
 from pneumo.evaluation.calibration import (FITTERS, Calibrator, calibration_report, ece, patient_bootstrap,
                                           reliability_diagram)
-from pneumo.evaluation.figures import HELDOUT_FILE, heldout_markdown, replace_section
+from pneumo.evaluation.figures import HELDOUT_FILE, heldout_markdown, heldout_summary_markdown, replace_section
 from pneumo.evaluation.classification import roc_auc
 from pneumo.evaluation.heldout import HeldoutOutputs
 from pneumo.evaluation.rsna_map import mean_average_precision
@@ -38,6 +38,9 @@ from pneumo.models.checkpoint import read_checkpoint_meta
 from pneumo.models.ensemble import EnsembleSpec, fuse
 
 TAPER = 0.02  # maskrcnn.MaskRCNNConfig.min_box_side
+STABILITY = ("Stability: why the ensemble's probability jumped under invisible noise (Mask R-CNN's sub-pixel edge "
+             "boxes in its flipped view), the size-taper fix and the remaining Mask R-CNN sensitivity are in "
+             "[decisions/0006](decisions/0006-stability-and-calibration.md).")
 AUC_SLACK = 0.01  # a calibrator may cost at most this much cross-fitted AUC (isotonic steps merge scores)
 CHECKPOINTS = ("chexnet", "unet", "maskrcnn")
 
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": f"{args.data_name} (held out; shipped rsna-mini-trained models)",
         "how": ("ONNX Runtime backend; the three checkpoints as they answer alone (no TTA), the ensemble as shipped "
                 "(flip TTA, members fused from the same runs)"),
-        "n_boot": args.n_boot, "models": {}}
+        "n_boot": args.n_boot, "models": {},
+        "weights_sha256": {n: file_sha256(args.model_dir / f"{n}.pt") for n in CHECKPOINTS}}
     for name in ("chexnet", "unet", "maskrcnn", "ensemble"):
         idx = classifier_only if name == "chexnet" else done
         p = chexnet_all if name == "chexnet" else after[name]["p"]
@@ -178,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
 
         with atomic_write(args.model_dir / HELDOUT_FILE) as handle:
             handle.write(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+        docs = Path("docs/models.md")
+        if docs.is_file() and args.model_dir.resolve() == Path("models").resolve():
+            section = heldout_summary_markdown(summary, STABILITY)
+            docs.write_text(replace_section(docs.read_text(encoding="utf-8"), section), encoding="utf-8")
         for name in summary["models"]:
             card = args.model_dir / f"{name}.md"
             if card.is_file():

@@ -354,10 +354,22 @@ outputs for every model, so the ensemble tuning can choose `tta_flip`.
 
 
 def write_cards(summary: dict, shipped_info: dict, models: Path) -> None:
+    """Write the cards and docs/models.md; the held-out sections of ``models/heldout.json`` (figures of the
+    current weights, from scripts/heldout_calibration.py) are kept when that file is there."""
+    from pneumo.evaluation.figures import heldout_figures, heldout_markdown, heldout_summary_markdown
+
+    heldout = heldout_figures(models)
+
+    def with_heldout(text: str, name: str) -> str:
+        section = heldout_markdown(heldout, name, f"../docs/figures/reliability-{name}.png") if heldout else ""
+        return text.rstrip("\n") + "\n\n" + section if section else text
+
     for name, info in shipped_info.items():
-        (models / f"{name}.md").write_text(card_text(name, info, summary))
+        (models / f"{name}.md").write_text(with_heldout(card_text(name, info, summary), name))
     if summary.get("ensemble_variant"):
-        (models / "ensemble.md").write_text(ensemble_card(summary, shipped_info))
+        (models / "ensemble.md").write_text(with_heldout(ensemble_card(summary, shipped_info), "ensemble"))
     docs = ROOT / "docs" / "models.md"
     if models.resolve() == (ROOT / "models").resolve():
-        docs.write_text(docs_text(summary, shipped_info))
+        text = docs_text(summary, shipped_info)
+        section = heldout_summary_markdown(heldout) if heldout else ""
+        docs.write_text(text.rstrip("\n") + "\n\n" + section if section else text)

@@ -30,10 +30,18 @@ def card_metrics(model_dir: Path, name: str) -> dict[str, Any]:
 
 
 def heldout_figures(model_dir: Path) -> dict[str, Any]:
-    """``<model_dir>/heldout.json`` ({} when missing or unreadable): {"data": ..., "models": {name: {...}}}."""
+    """``<model_dir>/heldout.json`` ({} when missing, unreadable or made for other weights than the checkpoints
+    now in ``model_dir``, compared by ``weights_sha256``): {"data": ..., "models": {name: {...}}, ...}."""
+    from pneumo.inference.predictors import file_sha256
+
     try:
         data = json.loads((Path(model_dir) / HELDOUT_FILE).read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        for name, sha in (data.get("weights_sha256") or {}).items():
+            if file_sha256(Path(model_dir) / f"{name}.pt") != sha:
+                return {}
+        return data
     except (OSError, ValueError):
         return {}
 

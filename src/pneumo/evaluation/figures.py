@@ -91,12 +91,14 @@ def heldout_markdown(heldout: dict[str, Any], name: str, figure_link: str | None
         for row in rows:
             lines.append(f"| {m} | {row['fit_on']} -> {row['scored_on']} (n={row['n_scored']}) | "
                          f"{row['ece_before']:.3f} | {row['ece_after']:.3f} |")
-    lines += ["", f"Shipped calibrator: **{method}** (lowest cross-fitted ECE among the methods that cost at most "
-              f"0.01 cross-fitted AUC), refitted on all {entry['n']} images "
+    lines += ["", f"Shipped calibrator: **{method}** (rule: {heldout.get('choice', 'lowest cross-fitted ECE')}), "
+              f"refitted on all {entry['n']} images "
               f"and stored {entry['stored_in']}; the probability a Prediction shows is the calibrated one "
               "(the raw one is in `extra.uncalibrated_probability`; gates, box scores and fusion still use the raw "
-              "value they were tuned on). Temperature and logistic calibration keep the ranking, so AUC and "
-              "operating points are those of the raw column; isotonic steps merge scores and can lower them."]
+              "value they were tuned on). One temperature or logistic calibrator keeps the ranking, so the shipped "
+              "model's AUC and operating points are those of the raw column (the cross-fitted column mixes two "
+              "calibrators, one per half, which reorders a few images); isotonic steps merge scores and can "
+              "lower them."]
     if entry.get("taper"):
         t = entry["taper"]
         lines += ["", f"Mask R-CNN size taper (stability fix): on these images AUC {t['auc_before']:.3f} -> "

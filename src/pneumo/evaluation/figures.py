@@ -85,7 +85,9 @@ def heldout_markdown(heldout: dict[str, Any], name: str, figure_link: str | None
     ]
     for key, label in _ROWS:
         lines.append(f"| {label} | {_ci(entry['raw'].get(key))} | {_ci(entry['calibrated'].get(key))} |")
-    lines += ["", "ECE (equal-width) on each half, calibrator fitted on the other:", "",
+    lines += ["", "ECE is biased upwards in bootstrap resamples (drawn-twice patients make bins lumpier), so its "
+              "interval can lie above a small estimate.", "",
+              "ECE (equal-width) on each half, calibrator fitted on the other:", "",
               "| method | fitted on -> scored on | ECE before | ECE after |", "|---|---|---|---|"]
     for m, rows in entry["folds"].items():
         for row in rows:

@@ -4,8 +4,10 @@
 
 1-3 and 5 ask for a patient id, find ``<id>.dcm`` under the images folder (recursively), print the
 probability and boxes (RSNA ``x y width height`` in original pixels), the ground truth when labels are
-given, and write an overlay PNG (predictions orange, ground truth green). 4 plots each shipped model's
-``<name>.history.csv`` and prints a summary table. Works in a terminal and with piped input; EOF exits.
+given, and write an overlay PNG (predictions orange, ground truth green). 4 prints the figures to trust
+(cross-validated, from the model cards, and held out on rsna-plus, from ``heldout.json``; see
+``pneumo.evaluation.figures``) and plots each shipped model's ``<name>.history.csv``, labelled as what it is:
+training data (the shipped weights were fitted on every image of those curves). Works in a terminal and with piped input; EOF exits.
 Everything printed is decision support, not a diagnosis.
 """
 
@@ -43,6 +45,7 @@ MENU: tuple[MenuItem, ...] = (
 )
 MENU_LINE = " ".join(f"[{item.key}] {item.label}" for item in MENU)
 HISTORY_MODELS = ("unet", "maskrcnn", "chexnet")
+SUMMARY_MODELS = HISTORY_MODELS + ("ensemble",)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -211,11 +214,16 @@ class Console:
     # ---------------------------------------------------------------- 4: metrics
 
     def plot_metrics(self) -> None:
+        from pneumo.evaluation.figures import card_metrics, heldout_figures
         from pneumo.training.history import read_history_csv
 
         if self.model_dir is None:
             self.say("No model folder known: pass --model-dir.")
             return
+        heldout = heldout_figures(self.model_dir)
+        names = [n for n in SUMMARY_MODELS if (self.model_dir / f"{n}.md").is_file() or n in heldout.get("models", {})]
+        if names:
+            self.say(format_figures({n: card_metrics(self.model_dir, n) for n in names}, heldout))
         histories = {}
         for name in HISTORY_MODELS:
             path = self.model_dir / f"{name}.history.csv"
@@ -232,25 +240,69 @@ class Console:
             return
         self.say(format_summary(histories))
         path = plot_histories(histories, self.out_dir / "model_metrics.png")
-        self.say(f"Loss curves written to {path}")
+        self.say(f"Training-data curves (in-sample) written to {path}")
+
+
+def _mean_std(metrics: Mapping[str, Any], key: str) -> str:
+    mean, std = metrics.get(f"{key}_mean"), metrics.get(f"{key}_std")
+    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.3f} ± {std:.3f}" if isinstance(std, (int, float)) and math.isfinite(std) else f"{mean:.3f}"
+
+
+def _interval(entry: Any) -> str:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("estimate"), (int, float)):
+        return "n/a"
+    low, high = entry.get("low"), entry.get("high")
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)) and math.isfinite(low) and math.isfinite(high):
+        return f"{entry['estimate']:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{entry['estimate']:.3f}"
+
+
+def format_figures(cv: Mapping[str, Mapping[str, Any]], heldout: Mapping[str, Any]) -> str:
+    """The figures to trust, one row per model: cross-validated AUC and mAP (mean ± std over folds, from the
+    model cards) and, where ``heldout`` has them, AUC, mAP and ECE (raw -> calibrated) on the held-out data
+    with 95 % patient-bootstrap intervals."""
+    folds = next((int(m["cv_folds"]) for m in cv.values() if isinstance(m.get("cv_folds"), (int, float))), None)
+    held = heldout.get("models", {}) if isinstance(heldout, Mapping) else {}
+    header = (f"{'model':<10} {'CV AUC':>15} {'CV mAP':>15} {'held-out AUC [95% CI]':>23} "
+              f"{'held-out mAP [95% CI]':>23} {'held-out ECE raw -> calibrated':>31}")
+    lines = [
+        "Cross-validated figures (out-of-fold, "
+        + (f"{folds}-fold, " if folds else "") + "from the model cards)"
+        + (f" and held-out figures ({heldout.get('data', 'held-out data')})" if held else "") + ":",
+        header, "-" * len(header),
+    ]
+    for name in cv:
+        h = held.get(name, {})
+        ece = (f"{_interval(h.get('ece_raw'))} -> {_interval(h.get('ece_calibrated'))}"
+               if h.get("ece_raw") else "n/a")
+        n = f" (n={h['n']})" if isinstance(h.get("n"), int) else ""
+        lines.append(f"{name:<10} {_mean_std(cv[name], 'cv_auc'):>15} {_mean_std(cv[name], 'cv_map'):>15} "
+                     f"{_interval(h.get('auc')):>23} {_interval(h.get('map')):>23} {ece:>31}{n}")
+    return "\n".join(lines)
 
 
 def format_summary(histories: Mapping[str, list[Any]]) -> str:
-    """A fixed-width table: model, epochs, best validation loss (epoch), best validation mAP and AUC."""
-    header = f"{'model':<10} {'epochs':>6} {'best val loss':>18} {'best val mAP':>13} {'best val AUC':>13}"
-    lines = [header, "-" * len(header)]
+    """Training-data table: model, epochs, best loss (epoch), best mAP and AUC of the history's "val" columns,
+    which for shipped weights are in-sample (fitted on those same images), so labelled training data."""
+    header = (f"{'model':<10} {'epochs':>6} {'best loss (train data)':>22} {'best mAP (train data)':>22} "
+              f"{'best AUC (train data)':>22}")
+    lines = ["In-sample training curves (the shipped weights were fitted on these images; not validation):",
+             header, "-" * len(header)]
     for name, records in histories.items():
         best_loss = min(records, key=lambda r: _or_inf(r.val_loss))
         loss = f"{best_loss.val_loss:.4f} (ep {best_loss.epoch})" if math.isfinite(best_loss.val_loss) else "n/a"
         lines.append(
-            f"{name:<10} {len(records):>6} {loss:>18} {_best(r.val_map for r in records):>13} "
-            f"{_best(r.val_auc for r in records):>13}"
+            f"{name:<10} {len(records):>6} {loss:>22} {_best(r.val_map for r in records):>22} "
+            f"{_best(r.val_auc for r in records):>22}"
         )
     return "\n".join(lines)
 
 
 def plot_histories(histories: Mapping[str, list[Any]], path: Path) -> Path:
-    """One row per model: train and validation loss by epoch (left), validation mAP and AUC (right)."""
+    """One row per model: loss by epoch (left), mAP and AUC by epoch (right), all labelled training data
+    (in-sample for shipped weights)."""
     from matplotlib.figure import Figure
 
     from pneumo.training.history import draw_curves, save_figure_png
@@ -258,7 +310,7 @@ def plot_histories(histories: Mapping[str, list[Any]], path: Path) -> Path:
     figure = Figure(figsize=(10, 3.2 * len(histories)), dpi=100)
     axes = figure.subplots(len(histories), 2, squeeze=False)
     for row, (name, records) in enumerate(histories.items()):
-        draw_curves(axes[row][0], axes[row][1], records, name)
+        draw_curves(axes[row][0], axes[row][1], records, name, in_sample=True)
     save_figure_png(Path(path), figure)
     return Path(path)
 

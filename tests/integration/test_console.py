@@ -89,8 +89,9 @@ def test_piped_session(rsna_mini: Path, model_dir: Path, patients: dict, tmp_pat
     assert pixels.shape == (1024, 1024, 3) and np.all(pixels == (40, 220, 60), axis=-1).sum() > 100
     assert (tmp_path / f"{negative}_unet.png").is_file()  # "<id>.dcm" typed is accepted too
 
-    # [4] metrics: a table and a PNG
-    table = out.split("best val AUC", 1)[1]
+    # [4] metrics: the in-sample curves labelled as training data, never as validation, and a PNG
+    assert "best val" not in out and "In-sample training curves" in out
+    table = out.split("best AUC (train data)", 1)[1]
     for name in ("unet", "maskrcnn", "chexnet"):
         assert re.search(rf"^{name}\s+3\s+", table, re.M), table
     assert re.search(r"^maskrcnn .* n/a\s*$", table, re.M)  # NaN AUC history (frontend_helpers offset 1)
@@ -169,5 +170,45 @@ def test_summary_table_values() -> None:
 
     records = [EpochRecord(1, 1e-3, 1.0, 0.9, 0.10, 0.70, 1.0), EpochRecord(2, 1e-3, 0.8, 0.7, 0.08, 0.75, 1.0),
                EpochRecord(3, 1e-3, 0.7, 0.8, 0.12, float("nan"), 1.0)]
-    row = format_summary({"unet": records}).splitlines()[2].split()
-    assert row == ["unet", "3", "0.7000", "(ep", "2)", "0.1200", "0.7500"]
+    lines = format_summary({"unet": records}).splitlines()
+    assert "not validation" in lines[0] and "(train data)" in lines[1]
+    assert lines[3].split() == ["unet", "3", "0.7000", "(ep", "2)", "0.1200", "0.7500"]
+
+
+def test_figures_table_shows_cv_and_heldout_figures_not_in_sample_ones() -> None:
+    from pneumo.console import format_figures
+
+    cv = {"chexnet": {"cv_auc_mean": 0.7433, "cv_auc_std": 0.0344, "cv_map_mean": 0.0019, "cv_map_std": 0.0024,
+                      "cv_folds": 3}, "unet": {}}
+    heldout = {"data": "rsna-plus, held out", "models": {"chexnet": {
+        "n": 1037, "auc": {"estimate": 0.793, "low": 0.76, "high": 0.82}, "map": {"estimate": 0.006},
+        "ece_raw": {"estimate": 0.133, "low": 0.11, "high": 0.15}, "ece_calibrated": {"estimate": 0.026}}}}
+    lines = format_figures(cv, heldout).splitlines()
+    assert "3-fold" in lines[0] and "rsna-plus, held out" in lines[0]
+    assert lines[3].split() == ["chexnet", "0.743", "±", "0.034", "0.002", "±", "0.002", "0.793", "[0.760,",
+                                "0.820]", "0.006", "0.133", "[0.110,", "0.150]", "->", "0.026", "(n=1037)"]
+    assert lines[4].split() == ["unet", "n/a", "n/a", "n/a", "n/a", "n/a"]
+
+
+def test_plot_metrics_on_the_shipped_models_shows_their_cv_figures(rsna_mini: Path, tmp_path: Path) -> None:
+    """[4] on models/: the classifier's CV AUC from its card, the held-out figures, training-data curves."""
+    import json as _json
+
+    from pneumo.console import Console
+    from pneumo.evaluation.figures import card_metrics, heldout_figures
+    from pneumo.service import InferenceService
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    out = io.StringIO()
+    Console(InferenceService(models, num_threads=1), rsna_mini, tmp_path, stdin=io.StringIO("4\nq\n"),
+            stdout=out).run()
+    text = out.getvalue()
+    cv = card_metrics(models, "chexnet")
+    row = next(line for line in text.splitlines() if line.startswith("chexnet ") and "±" in line)
+    assert f"{cv['cv_auc_mean']:.3f} ± {cv['cv_auc_std']:.3f}" in row
+    heldout = heldout_figures(models)
+    if heldout:
+        assert f"{heldout['models']['chexnet']['auc']['estimate']:.3f}" in row
+        assert _json.dumps(heldout)  # a readable file
+    assert "best val" not in text and "validation AUC" not in text
+    assert (tmp_path / "model_metrics.png").is_file()

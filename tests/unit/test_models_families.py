@@ -270,3 +270,23 @@ def test_efficientnet_lite0_imagenet_weights_are_loaded_and_stem_summed():
     features = encoder(torch.rand((1, 1, 96, 96)))
     assert [f.shape[-1] for f in features] == [48, 24, 12, 6, 3]
     assert [f.shape[1] for f in features] == encoder.channels == [16, 24, 40, 112, 320]
+
+
+def test_maskrcnn_size_taper_fades_a_thinning_box_out_continuously() -> None:
+    """A box that thins to nothing (torchvision drops it below 0.01 px) must take its score down with it,
+    so the image probability (the top score) cannot jump when it disappears; real-sized boxes keep theirs."""
+    from pneumo.decode.maskrcnn import MaskRCNNConfig, output_from_detections, size_taper
+
+    config = MaskRCNNConfig(image_size=256)
+    real = [40.0, 60.0, 120.0, 160.0]
+    probabilities = []
+    for width in (5.12, 2.0, 0.5, 0.1, 0.02):
+        boxes = np.array([[255.9 - width, 10.0, 255.9, 90.0], real], dtype=np.float32)
+        out = output_from_detections(boxes, np.array([0.9, 0.3]), np.zeros((2, 256, 256)), (256, 256), config)
+        probabilities.append(out.probability)
+    assert probabilities[0] == pytest.approx(0.9, abs=1e-6)  # 2 % of 256 = 5.12 px: not tapered
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert probabilities[-1] == pytest.approx(0.3, abs=1e-6)  # the sliver's 0.9 x 0.02 / 5.12 < 0.3
+    np.testing.assert_allclose(size_taper(np.array([real, [0, 0, 2.56, 100]]), 5.12), [1.0, 0.5])
+    assert size_taper(np.array([[3.0, 3.0, 3.0, 50.0]]), 5.12)[0] == 0.0  # an empty box counts for nothing
+    assert (size_taper(np.array([[0, 0, 0.1, 0.1]]), 0.0) == 1.0).all()  # min_side 0 turns it off

@@ -19,7 +19,8 @@ from pneumo.export.families import adapter
 from pneumo.export.metadata import OnnxMetadata, read_metadata
 from pneumo.export.predictor import OnnxPredictor
 from pneumo.export.runtime import OnnxModel
-from pneumo.inference.predictors import CheckpointPredictor, file_sha256
+from pneumo.files import file_sha256
+from pneumo.inference.predictors import CheckpointPredictor
 from pneumo.models import create_model
 from pneumo.models.checkpoint import read_checkpoint_meta, save_checkpoint
 from pneumo.models.registry import resolve_model_config

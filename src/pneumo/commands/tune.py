@@ -105,7 +105,8 @@ def _collect(records, infer, args: argparse.Namespace) -> tuple[list, list, int]
 
 def _tune_checkpoint(service, args: argparse.Namespace) -> tuple[dict, int]:
     from pneumo.errors import ConfigError
-    from pneumo.inference.predictors import CheckpointPredictor, file_sha256
+    from pneumo.files import file_sha256
+    from pneumo.inference.predictors import CheckpointPredictor
     from pneumo.models.checkpoint import save_checkpoint
     from pneumo.training.thresholds import operating_thresholds, tune_thresholds
     from pneumo.types import THRESHOLD_ALIASES

@@ -42,6 +42,7 @@ class MaskRCNNConfig:
     box_head_dim: int = 512  # TwoMLPHead width (torchvision: 1024)
     mask_head_channels: tuple[int, ...] = (128, 128)  # mask head convs (torchvision: 4 x 256; masks are filled boxes)
     image_score: str = "max"  # "max" | "noisy_or"
+    min_box_side: float = 0.02  # fraction of S below which a box's score is tapered (size_taper); 0 turns it off
 
 
 def image_probability(scores: np.ndarray, image_score: str = "max") -> float:
@@ -54,14 +55,32 @@ def image_probability(scores: np.ndarray, image_score: str = "max") -> float:
     return float(1.0 - np.prod(1.0 - scores))
 
 
+def size_taper(boxes: np.ndarray, min_side: float) -> np.ndarray:
+    """(N, 4+) xyxy boxes -> (N,) factors in [0, 1]: min(1, width / min_side) x min(1, height / min_side).
+
+    Continuous in the coordinates and 0 for an empty box, so multiplying scores by it makes a box that thins
+    to nothing (and is then dropped) fade out instead of vanishing at full score. ``min_side`` in the boxes'
+    pixels; <= 0 gives all ones.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, np.shape(boxes)[-1] if np.size(boxes) else 4)
+    if min_side <= 0:
+        return np.ones(len(boxes), dtype=np.float64)
+    width = np.clip(boxes[:, 2] - boxes[:, 0], 0.0, None)
+    height = np.clip(boxes[:, 3] - boxes[:, 1], 0.0, None)
+    return np.minimum(1.0, width / min_side) * np.minimum(1.0, height / min_side)
+
+
 def output_from_detections(
     boxes: np.ndarray, scores: np.ndarray, masks: np.ndarray, size: tuple[int, int], config: MaskRCNNConfig
 ) -> RawOutput:
     """Post-processing shared by the torch model and the ONNX backend, for one image: (N, 4) xyxy boxes in
     input pixels, (N,) scores, (N, S, S) mask probabilities -> RawOutput (heatmap = per-pixel max of score x
-    mask, (S, S); ``size`` = (S, S) gives its shape when there is no detection)."""
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-    boxes5 = np.concatenate([np.asarray(boxes, dtype=np.float32).reshape(-1, 4), scores[:, None]], axis=1)
+    mask, (S, S); ``size`` = (S, S) gives its shape when there is no detection). Scores are tapered first
+    (``size_taper`` with ``config.min_box_side`` x S)."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    taper = size_taper(boxes, float(getattr(config, "min_box_side", 0.0)) * float(max(size)))
+    scores = (np.asarray(scores, dtype=np.float64).reshape(-1) * taper).astype(np.float32)
+    boxes5 = np.concatenate([boxes, scores[:, None]], axis=1)
     heatmap = np.zeros(size, dtype=np.float32)
     if scores.size:
         heatmap = np.clip((np.asarray(masks, dtype=np.float32) * scores[:, None, None]).max(axis=0), 0.0, 1.0)

@@ -88,6 +88,8 @@ class EnsembleSpec:
     name: str = "ensemble"
     tuning: dict[str, Any] | None = None
     base_dir: Path | None = field(default=None, compare=False)
+    #: ``Calibrator.to_dict()`` of the fused probability (``pneumo.evaluation.calibration``), or None
+    calibration: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.members and self.classifier is None:
@@ -106,6 +108,8 @@ class EnsembleSpec:
         }
         if self.tuning is not None:
             data["tuning"] = self.tuning
+        if self.calibration is not None:
+            data["calibration"] = self.calibration
         return data
 
     @classmethod
@@ -116,7 +120,8 @@ class EnsembleSpec:
             raise ConfigError(f"not an ensemble spec (type {data.get('type')!r})")
         if int(data.get("format_version", FORMAT_VERSION)) > FORMAT_VERSION:
             raise ConfigError(f"ensemble spec format {data.get('format_version')} is newer than this pneumo reads")
-        unknown = set(data) - {"type", "format_version", "name", "members", "classifier", "fusion", "tuning"}
+        unknown = set(data) - {"type", "format_version", "name", "members", "classifier", "fusion", "tuning",
+                               "calibration"}
         if unknown:
             raise ConfigError(f"unknown ensemble spec key(s): {', '.join(sorted(unknown))}")
         members = data.get("members") or []
@@ -134,6 +139,7 @@ class EnsembleSpec:
                 name=str(data.get("name") or "ensemble"),
                 tuning=data.get("tuning"),
                 base_dir=base_dir,
+                calibration=_calibration(data.get("calibration")),
             )
         except TypeError as error:
             raise ConfigError(f"malformed ensemble spec: {error}") from None
@@ -173,8 +179,26 @@ class EnsembleSpec:
             keys.append(self.classifier.model)
         return list(dict.fromkeys(keys))
 
+    @property
+    def calibrator(self):
+        """The fused probability's ``Calibrator``, or None."""
+        if self.calibration is None:
+            return None
+        from pneumo.evaluation.calibration import Calibrator
+
+        return Calibrator.from_dict(self.calibration)
+
     def with_fusion(self, **changes: Any) -> "EnsembleSpec":
         return dataclasses.replace(self, fusion=dataclasses.replace(self.fusion, **changes))
+
+
+def _calibration(item: Any) -> dict[str, Any] | None:
+    """A spec's ``calibration`` entry, validated (``ConfigError``), or None."""
+    if item is None:
+        return None
+    from pneumo.evaluation.calibration import Calibrator
+
+    return Calibrator.from_dict(item).to_dict()
 
 
 def _member(item: Any) -> EnsembleMember:

@@ -61,7 +61,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     """
     import onnx
 
-    from pneumo.inference.predictors import file_sha256
+    from pneumo.files import file_sha256
     from pneumo.models.checkpoint import load_checkpoint
     from pneumo.preprocess import Preprocessor
 

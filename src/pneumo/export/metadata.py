@@ -115,7 +115,7 @@ def read_metadata(path: str | Path) -> OnnxMetadata:
 
 def check_fresh(metadata: OnnxMetadata, checkpoint: str | Path, onnx_path: str | Path | None = None) -> None:
     """Refuse (``CheckpointError``) an export whose source checkpoint file changed since it was exported."""
-    from pneumo.inference.predictors import file_sha256
+    from pneumo.files import file_sha256
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():

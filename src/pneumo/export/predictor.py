@@ -28,6 +28,7 @@ import numpy as np
 from pneumo.errors import CheckpointError, ConfigError
 from pneumo.export import BACKENDS
 from pneumo.export.metadata import onnx_path_for
+from pneumo.inference.calibrated import checkpoint_calibrator
 from pneumo.inference.predictors import CheckpointPredictor, ModelInfo, Predictor
 from pneumo.types import Prediction, Thresholds, XRay
 
@@ -69,6 +70,9 @@ class OnnxPredictor(CheckpointPredictor):
             name=name, family=metadata.family, version=f"{metadata.family}-{code}+{self.sha256[:8]}", path=Path(path),
             metrics=dict(metadata.metrics), thresholds=self.thresholds, card=card,
         )
+        self.calibrator = checkpoint_calibrator(path, self.sha256)
+        if self.calibrator is not None:
+            self.info.metrics["calibration"] = self.calibrator.to_dict()
         self._autograd = False
         self._lock = threading.Lock()
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -18,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from pneumo.errors import InvalidImageError
+from pneumo.files import file_sha256
+from pneumo.inference.calibrated import checkpoint_calibrator, prediction_extra, shown, shown_thresholds
 from pneumo.inference.common import flip_boxes_horizontally, make_prediction
 from pneumo.postprocess import clip_boxes, mean_heatmap
 from pneumo.types import ImageOutput, Prediction, Thresholds, XRay
@@ -47,14 +48,6 @@ class ModelInfo:
         }
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _ms(seconds: float) -> float:
     return seconds * 1000.0
 
@@ -64,6 +57,8 @@ class Predictor(ABC):
 
     info: ModelInfo
     default_tta: bool = False
+    #: maps the raw probability to the one ``predict`` shows (``pneumo.inference.calibrated``); None: raw
+    calibrator = None
 
     @property
     def name(self) -> str:
@@ -118,6 +113,9 @@ class CheckpointPredictor(Predictor):
             name=name, family=loaded.family, version=f"{loaded.family}-{code}+{self.sha256[:8]}", path=Path(path),
             metrics=dict(loaded.metrics), thresholds=self.thresholds, card=card,
         )
+        self.calibrator = checkpoint_calibrator(path, self.sha256)
+        if self.calibrator is not None:
+            self.info.metrics["calibration"] = self.calibrator.to_dict()
         needs_grad = getattr(type(self.model), "infer_needs_autograd", None)
         self._autograd = bool(needs_grad) if needs_grad is not None else loaded.family in AUTOGRAD_FAMILIES
         self._lock = threading.Lock()
@@ -173,7 +171,8 @@ class CheckpointPredictor(Predictor):
             if heatmap:
                 fused = mean_heatmap(heats)
                 heat = None if fused is None else np.ascontiguousarray(geometry.crop_to_content(fused))
-            results.append(ImageOutput(float(np.mean(probs)), views, heat, xray.original_size))
+            results.append(ImageOutput(float(np.mean(probs)), views, heat, xray.original_size,
+                                       extra={"view_probabilities": tuple(probs)}))
         t3 = time.perf_counter()
         timing = {"preprocess": _ms(t1 - t0) / n, "inference": _ms(t2 - t1) / n, "postprocess": _ms(t3 - t2) / n}
         return results, [dict(timing) for _ in range(n)]
@@ -186,9 +185,10 @@ class CheckpointPredictor(Predictor):
             boxes = self.thresholds.apply(output.probability, output.boxes(), output.image_size)
             timing = {**timing, "postprocess": timing["postprocess"] + _ms(time.perf_counter() - t0)}
             predictions.append(make_prediction(
-                probability=output.probability, boxes=boxes, heatmap=output.heatmap, model=self.info.name,
-                model_version=self.info.version, image_size=output.image_size, timing_ms=timing,
-                thresholds=self.thresholds, extra={"tta": bool(len(output.views) > 1)},
+                probability=shown(self.calibrator, output.probability), boxes=boxes, heatmap=output.heatmap,
+                model=self.info.name, model_version=self.info.version, image_size=output.image_size,
+                timing_ms=timing, thresholds=shown_thresholds(self.calibrator, self.thresholds),
+                extra={"tta": bool(len(output.views) > 1), **prediction_extra(self.calibrator, output.probability)},
             ))
         return predictions
 
@@ -209,10 +209,13 @@ class EnsemblePredictor(Predictor):
         self.default_tta = self.spec.fusion.tta_flip
         from pneumo import __version__
 
+        self.calibrator = self.spec.calibrator
         self.info = ModelInfo(
             name=name, family="ensemble", version=f"ensemble-{__version__}+{self.spec.sha256[:8]}", path=Path(path),
             metrics=dict(self.spec.tuning or {}), thresholds=self.thresholds, card=card,
         )
+        if self.calibrator is not None:
+            self.info.metrics["calibration"] = self.calibrator.to_dict()
 
     def member_outputs(self, xrays: Sequence[XRay], *, tta: bool | None = None, heatmap: bool = True
                        ) -> tuple[dict[str, list[ImageOutput]], list[dict[str, float]]]:
@@ -250,10 +253,12 @@ class EnsemblePredictor(Predictor):
         for i, (f, xray, timing) in enumerate(zip(fused, xrays, timings)):
             members = {k: round(float(v[i].probability), 6) for k, v in outputs.items()}
             predictions.append(make_prediction(
-                probability=f.probability, boxes=f.boxes, heatmap=f.heatmap if heatmap else None,
-                model=self.info.name, model_version=self.info.version, image_size=xray.original_size,
-                timing_ms=timing, thresholds=self.thresholds,
-                extra={"member_probabilities": members, "tta": bool(self.default_tta if tta is None else tta)},
+                probability=shown(self.calibrator, f.probability), boxes=f.boxes,
+                heatmap=f.heatmap if heatmap else None, model=self.info.name, model_version=self.info.version,
+                image_size=xray.original_size, timing_ms=timing,
+                thresholds=shown_thresholds(self.calibrator, self.thresholds),
+                extra={"member_probabilities": members, "tta": bool(self.default_tta if tta is None else tta),
+                       **prediction_extra(self.calibrator, f.probability)},
             ))
         return predictions
 

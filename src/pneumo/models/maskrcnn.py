@@ -16,7 +16,13 @@
   ``"noisy_or"`` = 1 - prod(1 - s_i) treats overlapping boxes of one opacity as independent evidence and so
   inflates the probability of images with several duplicates; the max is monotone in the best detection and
   is calibrated afterwards by the checkpoint's thresholds anyway.
-* ``heatmap`` = per-pixel max over detections of score x mask probability.
+* Boxes narrower or shorter than ``min_box_side`` x S (2 % of the input side: RSNA's smallest boxes are ~4 %)
+  have their score tapered by ``size_taper`` before anything uses it. torchvision clips regressed boxes to the
+  image and drops them once thinner than 0.01 px, so a proposal whose box regresses off the edge survives as a
+  sub-pixel sliver with a confident score that appears and vanishes under invisible noise; it was the maximum
+  score of some images and made their probability jump (0.52 -> 0.09 on rsna-mini 075686e1 under +-1/255). With
+  the taper a box's effective score goes to 0 as it thins to nothing, so its removal is continuous.
+* ``heatmap`` = per-pixel max over detections of (tapered) score x mask probability.
 """
 
 from __future__ import annotations

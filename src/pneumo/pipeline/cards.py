@@ -396,10 +396,22 @@ flip-TTA out-of-fold outputs, so the ensemble tuning can choose `tta_flip`.
 
 
 def write_cards(summary: dict, shipped_info: dict, models: Path, docs: Path | None = None) -> None:
-    """``models/<name>.md`` per shipped model, ``models/ensemble.md`` and (``docs`` given) ``docs`` itself."""
+    """``models/<name>.md`` per shipped model, ``models/ensemble.md`` and (``docs`` given) ``docs`` itself; the
+    held-out sections of ``models/heldout.json`` (figures of the current weights, from
+    scripts/heldout_calibration.py) are kept when that file is there."""
+    from pneumo.evaluation.figures import heldout_figures, heldout_markdown, heldout_summary_markdown
+
+    heldout = heldout_figures(models)
+
+    def with_heldout(text: str, name: str) -> str:
+        section = heldout_markdown(heldout, name, f"../docs/figures/reliability-{name}.png") if heldout else ""
+        return text.rstrip("\n") + "\n\n" + section if section else text
+
     for name, info in shipped_info.items():
-        atomic_write_bytes(models / f"{name}.md", card_text(name, info, summary).encode())
+        atomic_write_bytes(models / f"{name}.md", with_heldout(card_text(name, info, summary), name).encode())
     if summary.get("ensemble_variant"):
-        atomic_write_bytes(models / "ensemble.md", ensemble_card(summary, shipped_info).encode())
+        atomic_write_bytes(models / "ensemble.md", with_heldout(ensemble_card(summary, shipped_info), "ensemble").encode())
     if docs is not None:
-        atomic_write_bytes(Path(docs), docs_text(summary, shipped_info).encode())
+        text = docs_text(summary, shipped_info)
+        section = heldout_summary_markdown(heldout) if heldout else ""
+        atomic_write_bytes(Path(docs), (text.rstrip("\n") + "\n\n" + section if section else text).encode())

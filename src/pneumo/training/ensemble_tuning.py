@@ -137,7 +137,7 @@ def tune_ensemble(
         },
         **dict(context or {}),
     }
-    return dataclasses.replace(weighted.with_fusion(**chosen), tuning=record)
+    return dataclasses.replace(weighted.with_fusion(**chosen), tuning=record, calibration=None)  # refit after tuning
 
 
 def _member_weightings(spec: EnsembleSpec, grid: Sequence[float]) -> list[EnsembleSpec]:

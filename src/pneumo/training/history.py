@@ -55,20 +55,24 @@ def read_history_csv(path: Path) -> list[EpochRecord]:
         raise CheckpointError(f"cannot read training history {path}: {error}") from error
 
 
-def draw_curves(loss_ax, metric_ax, records: list[EpochRecord], name: str = "") -> None:
-    """Draw train vs validation loss on ``loss_ax`` and validation mAP/AUC on ``metric_ax`` (by epoch)."""
+def draw_curves(loss_ax, metric_ax, records: list[EpochRecord], name: str = "", in_sample: bool = False) -> None:
+    """Draw train vs validation loss on ``loss_ax`` and validation mAP/AUC on ``metric_ax`` (by epoch).
+
+    ``in_sample``: the "validation" columns were computed on images the weights were fitted on (the shipped
+    models, retrained on all patients), so they are labelled as training data."""
     prefix = f"{name}: " if name else ""
+    held = "training data, in-sample" if in_sample else "validation"
     epochs = [r.epoch for r in records]
     loss_ax.plot(epochs, [r.train_loss for r in records], "o-", label="train loss")
-    loss_ax.plot(epochs, [r.val_loss for r in records], "s-", label="validation loss")
+    loss_ax.plot(epochs, [r.val_loss for r in records], "s-", label=f"{held} loss")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
-    loss_ax.set_title(f"{prefix}loss")
-    metric_ax.plot(epochs, [r.val_map for r in records], "o-", label="validation mAP (RSNA)")
-    metric_ax.plot(epochs, [r.val_auc for r in records], "s-", label="validation AUC")
+    loss_ax.set_title(f"{prefix}loss" + (" (training data)" if in_sample else ""))
+    metric_ax.plot(epochs, [r.val_map for r in records], "o-", label=f"{held} mAP (RSNA)")
+    metric_ax.plot(epochs, [r.val_auc for r in records], "s-", label=f"{held} AUC")
     metric_ax.set_ylim(0.0, 1.0)
     metric_ax.set_xlabel("epoch")
-    metric_ax.set_title(f"{prefix}validation metrics")
+    metric_ax.set_title(f"{prefix}" + ("training-data metrics (not validation)" if in_sample else "validation metrics"))
     for ax in (loss_ax, metric_ax):
         ax.legend()
         ax.grid(alpha=0.3)

@@ -108,7 +108,7 @@ def _decision_scores(service: InferenceService, name: str, xray) -> tuple[float,
 
 def _near_threshold(scores: tuple, margin: float) -> bool:
     probability, box_scores, thresholds = scores
-    gate, box = thresholds["gate_threshold"], thresholds["box_threshold"]
+    gate, box = thresholds.gate, thresholds.box
     return abs(probability - gate) <= margin or bool((np.abs(box_scores - box) <= margin).any())
 
 

@@ -180,7 +180,11 @@ def _parse(data: bytes) -> tuple[Any, tuple[int, int] | None, int]:
     if guard.problem:
         raise InvalidImageError(f"not a valid DICOM data set: {guard.problem} (file corrupt or not DICOM)")
     ds = _parse_checked(pydicom, data, ds)
-    return ds, guard.pixel_overrun, guard.disordered
+    overrun = guard.pixel_overrun
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        overrun = None  # the data set was inflated from a compressed stream: its positions are not the file's
+    return ds, overrun, guard.disordered
 
 
 def _parse_checked(pydicom: Any, data: bytes, ds: Any) -> Any:

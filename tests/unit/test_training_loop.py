@@ -27,7 +27,8 @@ from pneumo.models.registry import register_family, unregister_family
 from pneumo.training.config import EarlyStoppingConfig, TrainConfig, load_config_yaml
 from pneumo.training.data_setup import split
 from pneumo.training.history import read_history_csv
-from pneumo.training.loop import fit, init_weights_from, load_run_config
+from pneumo.training.loop import fit, load_run_config
+from pneumo.training.run_setup import init_weights_from
 from pneumo.training.state import STATE_FILE, load_state
 
 # ---- a tiny registered family and synthetic records ----------------------------------------------------------

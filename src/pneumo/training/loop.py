@@ -14,7 +14,6 @@ resumable state. Under ``torchrun`` the model is wrapped in DistributedDataParal
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import sys
@@ -44,6 +43,7 @@ from pneumo.training.reproducibility import (
     generator,
     restore_rng_state,
 )
+from pneumo.training.run_setup import apply_balance, fit_family_priors, init_weights_from, param_groups, pick_device
 from pneumo.training.sampling import EpochSampler
 from pneumo.training.schedule import build_scheduler
 from pneumo.training.state import STATE_FILE, Progress, load_state, save_state
@@ -122,7 +122,7 @@ def fit(
         _refuse_existing_run(run_dir)
     config.validate()
     info = distributed.detect()
-    device = _pick_device(config.device, info)
+    device = pick_device(config.device, info)
     created = distributed.setup(info, device)
     saved_rng = torch.get_rng_state()
     try:
@@ -192,7 +192,7 @@ class _Trainer:
         data = prepare(self.train_records, self.val_records, config, data_dir=self.data_dir, progress=self.show)
         state = self._load_resume_state(data) if self.resume else None
         if state is None:
-            config = self.config = _apply_balance(self.family, config, data.train)
+            config = self.config = apply_balance(self.family, config, data.train)
         self.data = data
         self.collate = collate
 
@@ -204,7 +204,7 @@ class _Trainer:
             if config.init_from:
                 loaded, total = init_weights_from(model, self.family, Path(config.init_from))
                 self.log(f"initialised {loaded} of {total} weight tensors from {config.init_from}")
-            _fit_family_priors(model, data)
+            fit_family_priors(model, data)
         else:
             model.load_state_dict(state["model"])
         model.to(self.device)
@@ -227,7 +227,7 @@ class _Trainer:
         self.drop_last = per_rank >= config.batch_size
         self.steps = per_rank // config.batch_size if self.drop_last else 1
 
-        self.optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+        self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
         self.scheduler = build_scheduler(
             self.optimizer,
             steps_per_epoch=self.steps,
@@ -556,16 +556,6 @@ class _Trainer:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
-def _pick_device(name: str, info: distributed.DistInfo) -> torch.device:
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use device=cpu")
-    if name.startswith("cuda:"):
-        return torch.device(name)
-    return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
-
-
 def _refuse_existing_run(run_dir: Path) -> None:
     existing = [n for n in (STATE_FILE, BEST_FILE, LAST_FILE) if (run_dir / n).exists()]
     if existing:
@@ -583,59 +573,3 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
     if not math.isfinite(best):
         return True
     return value > best + min_delta if mode == "max" else value < best - min_delta
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weight matrices/kernels only (not on biases and normalisation parameters)."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim > 1 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _apply_balance(family: str, config: TrainConfig, train: Sequence[ImageRecord]) -> TrainConfig:
-    """``balance="pos_weight"``: set the family's BCE pos_weight to n_neg / n_pos (if not set explicitly)."""
-    if config.balance != "pos_weight":
-        return config
-    names = [f.name for f in dataclasses.fields(config.model) if f.name in ("cls_pos_weight", "pos_weight")]
-    if not names:
-        raise ConfigError(f"family {family!r} has no pos_weight setting; use balance=sampler or balance=none")
-    n_pos = sum(int(r.target) for r in train)
-    if getattr(config.model, names[0]) is not None or n_pos == 0:
-        return config
-    weight = (len(train) - n_pos) / n_pos
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, **{names[0]: float(weight)}))
-
-
-def init_weights_from(model: PneumoModel, family: str, path: Path) -> tuple[int, int]:
-    """Copy every tensor of checkpoint ``path`` (same family) whose name and shape match ``model``'s into it.
-
-    Returns (tensors loaded, tensors in the model). ``CheckpointError`` for another family, a damaged file, or a
-    checkpoint matching less than half of the model's weight values (another backbone or width: a mistake, not a
-    fine-tuning start).
-    """
-    from pneumo.models.checkpoint import load_checkpoint
-
-    source = load_checkpoint(path, expected_family=family).model.state_dict()
-    target = model.state_dict()
-    matching = {k: v.to(target[k].dtype) for k, v in source.items() if k in target and target[k].shape == v.shape}
-    matched = sum(v.numel() for v in matching.values())
-    total = sum(v.numel() for v in target.values())
-    if matched < 0.5 * total:
-        raise CheckpointError(
-            f"{path} matches only {matched / total:.0%} of this {family} model's weights (another backbone or width?); "
-            "use a checkpoint of the same architecture, or drop init_from"
-        )
-    model.load_state_dict(matching, strict=False)
-    return len(matching), len(target)
-
-
-def _fit_family_priors(model: PneumoModel, data: SplitData) -> None:
-    """Family-specific statistics of the training set (the ``unet`` lung-field prior) before training."""
-    if hasattr(model, "set_lung_prior"):
-        from pneumo.models.unet import fit_lung_prior
-
-        cache = data.cache
-        boxes = [cache.geometry(cache.index_of(r.image_id)).to_input(r.boxes) for r in data.train if r.boxes_known]
-        model.set_lung_prior(fit_lung_prior(boxes, cache.size))

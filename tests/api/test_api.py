@@ -268,34 +268,40 @@ def test_api_key(model_dir: Path) -> None:
 
 
 class CountingService:
-    """The real service, counting how many predictions run at once."""
+    """The real service, counting how many predictions run at once. ``rendezvous``: a prediction waits (up to
+    ``wait_s``) until that many run at once, so requests the pool lets run in parallel do overlap (decoding and
+    storing happen outside ``predict`` and could otherwise keep two workers out of phase)."""
 
-    def __init__(self, service) -> None:
+    def __init__(self, service, rendezvous: int = 1, wait_s: float = 5.0) -> None:
         self.service = service
         self.active = 0
         self.peak = 0
-        self.lock = threading.Lock()
+        self.rendezvous, self.wait_s = rendezvous, wait_s
+        self.changed = threading.Condition()
 
     def __getattr__(self, name: str):
         return getattr(self.service, name)
 
     def predict(self, *args, **kwargs):
-        with self.lock:
+        with self.changed:
             self.active += 1
             self.peak = max(self.peak, self.active)
+            self.changed.notify_all()
+            self.changed.wait_for(lambda: self.peak >= self.rendezvous, timeout=self.wait_s)
         try:
             return self.service.predict(*args, **kwargs)
         finally:
-            with self.lock:
+            with self.changed:
                 self.active -= 1
 
 
 def test_concurrent_requests_are_bounded_by_the_worker_pool(model_dir: Path, rsna_cases: dict) -> None:
     data = rsna_cases["negative"].read_bytes()
     counting: list[CountingService] = []
+    rendezvous = [2]  # the first scenario's two workers must overlap; the single-worker one waits for nobody
 
     def factory(settings):
-        counting.append(CountingService(tiny_service(settings)))
+        counting.append(CountingService(tiny_service(settings), rendezvous=rendezvous[0]))
         return counting[0]
 
     async def scenario(workers: int, max_queue: int, n: int) -> list[httpx.Response]:
@@ -319,6 +325,7 @@ def test_concurrent_requests_are_bounded_by_the_worker_pool(model_dir: Path, rsn
     assert counting[0].peak == 2  # ran in parallel, never more than the pool allows
 
     counting.clear()
+    rendezvous[0] = 1
     busy = anyio.run(scenario, 1, 1, 5)
     statuses = sorted(r.status_code for r in busy)
     assert statuses.count(200) >= 2 and 503 in statuses  # back-pressure instead of an unbounded queue

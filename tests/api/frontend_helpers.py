@@ -8,6 +8,8 @@ ensemble.json and histories for the console's metrics plot.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from pathlib import Path
 
@@ -117,3 +119,27 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, start_timeout_s: float = 60.0):
+    """Serve ASGI ``app`` with uvicorn on a free loopback port in a daemon thread; yields its base URL and
+    stops the server on exit (browser tests need a real socket)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -11,8 +11,6 @@ import importlib.util
 import io
 import json
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,7 +39,6 @@ def _helpers():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, rsna_mini: Path) -> Iterator[str]:
-    import uvicorn
 
     from pneumo.api import ApiSettings, create_app
 
@@ -49,17 +46,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, rsna_mini: Path) -> Iterato
     model_dir = helpers.make_model_dir(tmp_path_factory.mktemp("models"), histories=False)
     settings = ApiSettings(model_dir=model_dir, labels=rsna_mini / "stage_2_train_labels.csv")
     app = create_app(settings, service_factory=helpers.tiny_service)
-    port = helpers.free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with helpers.serve_in_thread(app) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +34,6 @@ def _helpers():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    import uvicorn
 
     from pneumo.api import ApiSettings, create_app
 
@@ -52,17 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     data_dir = tmp_path_factory.mktemp("data")
     app = create_app(ApiSettings(model_dir=models, data_dir=data_dir, default_model="unet"),
                      service_factory=helpers.tiny_service)
-    port = helpers.free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", data_dir
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with helpers.serve_in_thread(app) as base:
+        yield base, data_dir
 
 
 @pytest.fixture(scope="module")

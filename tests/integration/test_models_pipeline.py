@@ -143,3 +143,57 @@ def test_models_pipeline_end_to_end(rsna_mini, tmp_path, capsys, monkeypatch):
     (experiments / "cx.yaml").write_text(EXPERIMENT.format(lr=0.001))
     assert main(argv[:2] + argv[4:]) == 2
     assert "other data or settings" in capsys.readouterr().err
+
+
+def _fixed_experiment(name: str, checkpoint: Path, trained_on: str, sha256: str | None = None) -> str:
+    from pneumo.files import file_sha256
+
+    return (f"family: {name}\nkind: fixed\nships_as: {name}\ncheckpoint: {checkpoint}\n"
+            f"checkpoint_sha256: '{sha256 or file_sha256(checkpoint)}'\ntrained_on: [{trained_on}]\ntta: true\n")
+
+
+def test_a_fixed_checkpoint_is_scored_only_on_patients_it_never_saw(rsna_mini, shared_data, tmp_path, capsys):
+    """The shipped unet (trained on the 210 rsna-mini patients) as a ``kind: fixed`` experiment of a run on
+    rsna-mini + 4 rsna-plus patients: only the 4 are predicted and scored, the file ships unchanged, and a claim
+    its checkpoint contradicts, or a changed file, is refused."""
+    from pneumo.files import file_sha256
+
+    shipped = Path.cwd() / "models" / "unet.pt"
+    plus = _tiny_rsna(shared_data / "rsna-plus", tmp_path / "plus")
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "ufix.yaml").write_text(_fixed_experiment("unet", shipped, "rsna-mini"))
+    work, models = tmp_path / "work", tmp_path / "models"
+    argv = ["models", "cv", "report", "ship", "--data", str(rsna_mini), str(plus), "--folds", "2", "--out", str(work),
+            "--models", str(models), "--experiments-dir", str(experiments), "--root", str(Path.cwd()),
+            "--cache-dir", str(tmp_path / "cache"), "--threads", "2"]
+    assert main(argv) == 0
+
+    pipeline = Pipeline(PipelineSettings(root=Path.cwd(), work=work, data=(rsna_mini, plus), folds=2), {},
+                        echo=lambda _: None)
+    plus_ids = {p.stem for p in (plus / "stage_2_train_images").glob("*.dcm")}
+    scored = []
+    for fold in range(2):
+        oof = load_oof(work / "cv" / "ufix" / f"fold{fold}")
+        val = [r.image_id for r in pipeline.fold_split(fold)[1]]
+        assert oof.ids == [i for i in val if i in plus_ids]  # the fold's rsna-plus patients, in fold order
+        assert oof.checkpoint == f"sha256:{file_sha256(shipped)}" and set(oof.variants) >= {"plain", "tta"}
+        scored += oof.ids
+    assert sorted(scored) == sorted(plus_ids)
+    summary = json.loads((work / "summary.json").read_text())
+    entry = summary["experiments"]["ufix"]
+    assert entry["kind"] == "fixed" and entry["scored_images"] == 4 and entry["trained_on"] == ["rsna-mini"]
+    assert summary["ensemble_scored_on"]["images"] == 4 and summary["ensemble_scored_on"]["of"] == 214
+    assert (models / "unet.pt").read_bytes() == shipped.read_bytes()  # shipped as trained
+    card = (models / "unet.md").read_text()
+    assert "Not retrained" in card and "4 images" in card and "Not a diagnosis" in card
+
+    # a trained_on claim the checkpoint contradicts (it trained on 210 images, not on the 4 of plus)
+    capsys.readouterr()
+    (experiments / "ufix.yaml").write_text(_fixed_experiment("unet", shipped, "plus"))
+    assert main(argv[:2] + argv[4:] + ["--out", str(tmp_path / "work2")]) == 2
+    assert "trained on 210 images" in capsys.readouterr().err
+    # a file that is not the one the experiment was written for (re-shipped since)
+    (experiments / "ufix.yaml").write_text(_fixed_experiment("unet", shipped, "rsna-mini", sha256="f" * 64))
+    assert main(argv[:2] + argv[4:] + ["--out", str(tmp_path / "work3")]) == 2
+    assert "sha256 differs" in capsys.readouterr().err

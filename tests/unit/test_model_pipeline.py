@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from pneumo.evaluation.classification import roc_auc
 from pneumo.errors import CheckpointError, ConfigError, DataLayoutError
 from pneumo.types import ImageOutput
 from pneumo.preprocess import GeometryRecord
@@ -50,8 +52,12 @@ def test_mean_std_ignores_missing_values():
 # ---- experiment files ---------------------------------------------------------------------------------------
 def test_every_shipped_experiment_file_loads_and_resolves():
     experiments = load_experiments(EXPERIMENTS)
-    assert len(experiments) == 11 and {e.kind for e in experiments.values()} == {"cv", "pretrain"}
+    assert len(experiments) == 15 and {e.kind for e in experiments.values()} == {"cv", "pretrain", "fixed"}
     assert {e.ships_as for e in experiments.values() if e.kind == "cv"} == {"unet", "maskrcnn", "chexnet"}
+    for fixed in ("unet-rsna-mini", "maskrcnn-rsna-mini"):  # pinned to the shipped file (until it is re-shipped)
+        experiment = experiments[fixed]
+        assert experiment.kind == "fixed" and experiment.trained_on == ("rsna-mini",)
+        assert experiment.settings() == [f"checkpoint={experiment.checkpoint}", "trained_on=rsna-mini"]
     nih = experiments["chexnet-lite0-224-nih"]
     assert nih.init_from == "chexnet-nih" and experiments["chexnet-nih"].kind == "pretrain"
     config = experiments["unet-lite0"].train_config(REPO, folds=3, val_fold=2, split_seed=0, seed=42)
@@ -77,6 +83,11 @@ def test_every_shipped_experiment_file_loads_and_resolves():
     ({"family": "unet", "epochs": True, "image_size": 64}, "epochs must be int"),
     ({"family": "unet", "epochs": 1, "image_size": 64, "kind": "finetune"}, "kind must be one of"),
     ({"family": "no-such-family", "epochs": 1, "image_size": 64}, "no-such-family"),
+    ({"family": "unet", "kind": "fixed", "checkpoint": "m.pt"}, "missing required key.*checkpoint_sha256"),
+    ({"family": "unet", "kind": "fixed", "checkpoint": "m.pt", "checkpoint_sha256": "ab"}, "64 lower-case hex"),
+    ({"family": "unet", "kind": "fixed", "checkpoint": "m.pt", "checkpoint_sha256": "a" * 64, "epochs": 3},
+     "not a recipe: remove epochs"),
+    ({"family": "unet", "epochs": 1, "image_size": 64, "trained_on": ["rsna-mini"]}, "belong to kind: fixed"),
 ])
 def test_the_experiment_loader_refuses_bad_files(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -227,7 +238,10 @@ def test_the_ensemble_is_cross_fitted_then_tuned_on_every_oof_output(tmp_path):
     labels = [[int(len(g) > 0) for g in fold] for fold in gts]
     oof = {"ux": _synthetic_oof(rng, gts, 25.0), "cx": _synthetic_oof(rng, gts, 0.0)}
     summary = {"shipped_experiments": {"unet": "ux", "chexnet": "cx"}, "split_seed": 0, "data": {"dirs": ["x"]}}
-    result = ensemble_figures(_pipeline((), tmp_path), summary, oof, gts, labels)
+    truth = {f"{k}-{i}": SimpleNamespace(boxes=g, target=int(len(g) > 0)) for k, fold in enumerate(gts)
+             for i, g in enumerate(fold)}
+    result = ensemble_figures(_pipeline((), tmp_path), summary, oof, truth)
+    assert result["ensemble_scored_on"]["images"] == result["ensemble_scored_on"]["of"] == 12
     assert result["ensemble_variant"] == "plain" and set(result["ensemble"]) == {"plain"}  # no TTA outputs given
     figures = result["ensemble"]["plain"]
     assert len(figures["map_folds"]) == len(figures["auc_folds"]) == 3
@@ -245,7 +259,16 @@ def test_the_ensemble_is_cross_fitted_then_tuned_on_every_oof_output(tmp_path):
     tuned = tune_ensemble(base, outputs([1, 2]), gts[1] + gts[2])  # fold 0 is scored with a spec tuned on 1 and 2
     assert evaluate_spec(tuned, outputs([0]), gts[0]) == pytest.approx(figures["map_folds"][0])
     assert ensemble_figures(_pipeline((), tmp_path), {**summary, "shipped_experiments": {"chexnet": "cx"}},
-                            oof, gts, labels) == {}  # no box model: no ensemble
+                            oof, truth) == {}  # no box model: no ensemble
+    # a member with outputs for part of the patients only (a fixed checkpoint): every model on the shared images
+    part = {"ux": [OOFOutputs(f.ids[1:], f.checkpoint, {"plain": f.variants["plain"][1:]}) for f in oof["ux"]],
+            "cx": oof["cx"]}
+    shared = ensemble_figures(_pipeline((), tmp_path), summary, part, truth)
+    assert shared["ensemble_scored_on"]["images"] == 9 and shared["ensemble_scored_on"]["of"] == 12
+    alone = shared["ensemble_scored_on"]["members_same_images"]["chexnet"]
+    probabilities = [[o.probability for o in f.variants["plain"][1:]] for f in oof["cx"]]
+    assert alone["auc_folds"] == pytest.approx([roc_auc(np.array(p), np.array(y[1:]))
+                                                 for p, y in zip(probabilities, labels)])
 
 
 # ---- model cards -------------------------------------------------------------------------------------------------

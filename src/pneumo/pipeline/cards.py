@@ -245,6 +245,68 @@ def card_text(name: str, info: dict, summary: dict) -> str:
     return "\n".join(lines)
 
 
+def fixed_card_text(name: str, info: dict, summary: dict) -> str:
+    """The card of a model shipped as an earlier run trained it (``kind: fixed``): its figures are its outputs
+    on this run's patients from folders it never trained on, split by this run's folds."""
+    entry = summary["experiments"][info["experiment"]]
+    plain, k = entry["plain"], summary["folds"]
+    config = info.get("config") or {}
+    model_cfg = config.get("model") or {}
+    split = info.get("own_split") or {}
+    own = info.get("own_cv") or {}
+    seen = ", ".join(info["trained_on"]) or "none of this run's folders"
+    thresholds = info["thresholds"]
+    lines = [
+        f"# Model card: `{name}`",
+        "",
+        f"Shipped file `models/{name}.pt` (fp16 weights, {info['bytes'] / 1e6:.1f} MB on disk; loads as float32), "
+        f"training curve `models/{name}.history.csv`. **Not retrained in the latest `pneumo models` run**: these "
+        f"weights are experiment `{info['experiment']}` (`kind: fixed`), as an earlier run trained them.",
+        "",
+        "## Intended use",
+        INTENDED_USE,
+        "",
+        "## Training data of these weights",
+        f"- Trained on {split.get('n_train', 'n/a')} images of {seen} ({config.get('image_size')} px, "
+        f"{info['epochs']} epochs); its own cross-validation there "
+        f"({split.get('folds', 'n/a')} folds): mAP per fold {folds_text(own.get('map_folds') or [])}, AUC per fold "
+        f"{folds_text(own.get('auc_folds') or [])}.",
+        "",
+        "## Architecture",
+        f"{architecture(name, model_cfg)}. {info['params'] / 1e6:.2f} M parameters. Family config: "
+        f"`{json.dumps(model_cfg, sort_keys=True)}`.",
+        "",
+        f"## Performance on patients it never saw ({entry['scored_images']} images of "
+        f"{' + '.join(summary['data']['dirs'])} outside {seen}, grouped by this run's {k} folds)",
+        f"| metric | mean ± std over {k} folds | per fold |",
+        "|---|---|---|",
+        f"| RSNA mAP (IoU 0.4-0.75), thresholds tuned on the other folds | {fmt(plain['map_mean_std'])} | "
+        f"{folds_text(plain['map_folds'])} |",
+        f"| ROC AUC (image level) | {fmt(plain['auc_mean_std'])} | {folds_text(plain['auc_folds'])} |",
+        f"| pooled AUC (all {entry['scored_images']} images) | {plain['oof_auc']:.3f} | |",
+        "",
+        "## Operating thresholds (stored in the checkpoint, from its own training run)",
+        f"- `box_threshold` {thresholds.get('box_threshold')}, `gate_threshold` {thresholds.get('gate_threshold')}, "
+        f"`probability_threshold` {thresholds.get('probability_threshold'):.3f}.",
+        "",
+        "## Known limits",
+        f"- Trained on far fewer patients than the run's retrained models; retraining it on every patient at "
+        "384-512 px is the next step (it did not fit the CPU budget of the run that shipped it).",
+        "- The RSNA DICOMs are 8-bit JPEG-compressed 1024 px films; other vendors and processing differ. "
+        "RSNA boxes are expert reads of opacity suggestive of pneumonia, not proven pneumonia. Not validated "
+        "externally, on children, or prospectively.",
+        "",
+        INPUT_CHECK,
+        "",
+        "## Metrics stored in the checkpoint",
+        "```json metrics",
+        json.dumps(info["metrics"], indent=1, sort_keys=True),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def ensemble_card(summary: dict, shipped_info: dict) -> str:
     variant = summary["ensemble_variant"]
     result = summary["ensemble"][variant]
@@ -252,9 +314,15 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
     k = summary["folds"]
     data = data_facts(summary)
     rows = [f"| ensemble ({variant}) | {fmt(result['map_mean_std'])} | {fmt(result['auc_mean_std'])} |"]
+    scope = summary.get("ensemble_scored_on") or {}
+    same = scope.get("members_same_images") or {}
     for name, info in shipped_info.items():
-        plain = summary["experiments"][info["experiment"]]["plain"]
+        plain = same.get(name) or summary["experiments"][info["experiment"]]["plain"]
         rows.append(f"| {name} ({info['experiment']}) | {fmt(plain['map_mean_std'])} | {fmt(plain['auc_mean_std'])} |")
+    images = scope.get("images", data["patients"])
+    scored = (f"all {images} images" if images == scope.get("of", images) else
+              f"the {images} images no member trained on (a member is a fixed checkpoint of an earlier run), every "
+              "model on exactly these images")
     rows.append(f"| baseline (median box per lung) | {fmt(summary['baseline']['map_mean_std'])} | 0.500 |")
     metrics = {"cv_map_mean": result["map_mean_std"][0], "cv_map_std": result["map_mean_std"][1],
                "cv_auc_mean": result["auc_mean_std"][0], "cv_auc_std": result["auc_mean_std"][1],
@@ -273,14 +341,14 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
         f"`tune_ensemble` on the **out-of-fold** outputs of the {k}-fold CV models (each image predicted by the model "
         "that did not train on it). The CV score below is *cross-fitted*: for each fold, the fusion values were tuned "
         "on the other folds' OOF outputs and scored on that fold. The shipped spec is then tuned on all "
-        f"{data['patients']} patients' OOF outputs "
+        f"{images} OOF outputs "
         f"(mAP {result['tuned_on_all_oof_map']:.3f} there, in-sample for the fusion values). The shipped members are "
         "not the CV fold models the fusion was tuned on (see their cards), so their calibration differs somewhat.",
         "",
         f"Fusion: `{json.dumps(fusion, sort_keys=True)}`; box-member weights "
         f"`{json.dumps(result.get('member_weights') or {}, sort_keys=True)}` (tuned too).",
         "",
-        f"## Cross-validated performance ({data['name']}, {k} folds, mean ± std)",
+        f"## Cross-validated performance ({data['name']}, {k} folds, mean ± std; {scored})",
         "| model | mAP | AUC |",
         "|---|---|---|",
         *rows,
@@ -306,20 +374,30 @@ def docs_text(summary: dict, shipped_info: dict) -> str:
     rows = []
     for name, e in summary["experiments"].items():
         plain = e["plain"]
-        secs = [s for s in e["train_seconds_folds"] if s is not None]
-        rows.append(f"| {name} | {fmt(plain['map_mean_std'])} | {fmt(plain['auc_mean_std'])} | {plain['oof_auc']:.3f} | "
-                    f"{len(plain['map_folds'])} | {sum(secs) / 60:.1f} |")
+        secs = [s for s in e.get("train_seconds_folds") or [] if s is not None]
+        label, minutes = name, f"{sum(secs) / 60:.1f}"
+        if e.get("kind") == "fixed":
+            label = f"{name} (fixed, on the {e['scored_images']} images outside {', '.join(e['trained_on'])})"
+            minutes = "(earlier run)"
+        rows.append(f"| {label} | {fmt(plain['map_mean_std'])} | {fmt(plain['auc_mean_std'])} | {plain['oof_auc']:.3f} | "
+                    f"{len(plain['map_folds'])} | {minutes} |")
         if "tta" in e:
             rows.append(f"| {name} + flip TTA | {fmt(e['tta']['map_mean_std'])} | {fmt(e['tta']['auc_mean_std'])} | "
                         f"{e['tta']['oof_auc']:.3f} | {k} | (inference only) |")
         if "prior_off" in e:
             rows.append(f"| {name}, lung_prior off | {fmt(e['prior_off']['map_mean_std'])} | "
                         f"{fmt(e['prior_off']['auc_mean_std'])} | {e['prior_off']['oof_auc']:.3f} | {k} | (same weights) |")
+    scope = summary.get("ensemble_scored_on") or {}
+    on = "" if scope.get("images", 0) == scope.get("of", 0) else f" (on the {scope['images']} images no member trained on)"
     for variant, result in summary.get("ensemble", {}).items():
-        rows.append(f"| ensemble ({variant}), cross-fitted | {fmt(result['map_mean_std'])} | {fmt(result['auc_mean_std'])} | "
+        rows.append(f"| ensemble ({variant}), cross-fitted{on} | {fmt(result['map_mean_std'])} | {fmt(result['auc_mean_std'])} | "
                     f"{result['oof_auc']:.3f} | {k} | - |")
+    for member, figures in (scope.get("members_same_images") or {}).items() if on else ():
+        rows.append(f"| {member} alone{on} | {fmt(figures['map_mean_std'])} | {fmt(figures['auc_mean_std'])} | - | {k} | - |")
     rows.append(f"| baseline: median box per lung | {fmt(summary['baseline']['map_mean_std'])} | 0.500 | 0.500 | {k} | - |")
-    shipped_rows = [f"| `models/{n}.pt` | {i['experiment']}, " + ("all data" if i["fold"] < 0 else f"fold {i['fold']}")
+    shipped_rows = [f"| `models/{n}.pt` | {i['experiment']}, " + ("fixed: earlier run, " + ", ".join(i["trained_on"])
+                                                                   if i.get("fixed") else
+                                                                   "all data" if i["fold"] < 0 else f"fold {i['fold']}")
                     + f" | {i['params'] / 1e6:.2f} M | "
                     f"{i['bytes'] / 1e6:.1f} MB | {(i['train_seconds'] or 0) / 60:.1f} min |" for n, i in shipped_info.items()]
     unet = summary["experiments"].get((summary.get("shipped_experiments") or {}).get("unet") or "unet", {})
@@ -408,7 +486,8 @@ def write_cards(summary: dict, shipped_info: dict, models: Path, docs: Path | No
         return text.rstrip("\n") + "\n\n" + section if section else text
 
     for name, info in shipped_info.items():
-        atomic_write_bytes(models / f"{name}.md", with_heldout(card_text(name, info, summary), name).encode())
+        text = fixed_card_text(name, info, summary) if info.get("fixed") else card_text(name, info, summary)
+        atomic_write_bytes(models / f"{name}.md", with_heldout(text, name).encode())
     if summary.get("ensemble_variant"):
         atomic_write_bytes(models / "ensemble.md", with_heldout(ensemble_card(summary, shipped_info), "ensemble").encode())
     if docs is not None:

@@ -7,7 +7,9 @@ deterministic for a seed):
    validation fold 0 of ``folds``); experiments with ``init_from: <its name>`` start from its ``best.pt``.
 1. ``cv`` - for every ``kind: cv`` experiment and fold k of a patient-level k-fold split of the merged RSNA
    records (``pneumo.data.folds.assign_folds``, the split ``pneumo train`` uses): ``fit`` on folds != k,
-   validated on fold k, then that fold's OOF outputs (``pneumo.pipeline.oof``).
+   validated on fold k, then that fold's OOF outputs (``pneumo.pipeline.oof``). A ``kind: fixed`` experiment
+   (an already trained checkpoint) is not trained: its OOF outputs are fold k's patients from the data folders
+   it never trained on (``trained_on``), so every figure of it is out-of-sample too.
 2. ``report`` - every CV figure and the ensemble's cross-fitted tuning (``pneumo.pipeline.report``).
 3. ``final`` - each chosen experiment retrained on every RSNA record (last epoch; in-sample validation).
 4. ``ship`` - fp16 checkpoints, model cards, the ensemble and baseline specs (``pneumo.pipeline.shipping``).
@@ -128,7 +130,41 @@ class Pipeline:
         return split_records(self.records, self.fold_of, fold)
 
     def cv_experiments(self) -> dict[str, Experiment]:
-        return {n: e for n, e in self.experiments.items() if e.kind == "cv"}
+        """The experiments with out-of-fold outputs: ``kind: cv`` and ``kind: fixed``."""
+        return {n: e for n, e in self.experiments.items() if e.kind in ("cv", "fixed")}
+
+    @cached_property
+    def source_of(self) -> dict[str, str]:
+        """{image_id: the name of the --data folder it comes from}."""
+        out = {}
+        for folder in self.settings.data:
+            root = Path(folder).resolve()
+            out.update((r.image_id, root.name) for r in self.records if Path(r.path).resolve().is_relative_to(root))
+        return out
+
+    def scored_records(self, experiment: Experiment, records: Sequence[ImageRecord]) -> list[ImageRecord]:
+        """The ``records`` whose outputs of ``experiment`` are out-of-sample: all for cv; for fixed, those from
+        folders it did not train on (``ConfigError`` when ``trained_on`` names a folder this run lacks or the
+        checkpoint's own record of its training images disagrees: a claim that cannot be checked is refused)."""
+        if experiment.kind != "fixed":
+            return list(records)
+        names = {Path(p).resolve().name for p in self.settings.data}
+        unknown = sorted(set(experiment.trained_on) - names)
+        if unknown:
+            raise ConfigError(f"experiment {experiment.name}: trained_on names {', '.join(unknown)}, not a --data "
+                              "folder of this run, so its patients could not be kept out of its figures")
+        seen = sum(self.source_of[r.image_id] in experiment.trained_on for r in self.records)
+        n_train = self.fixed_meta(experiment).get("extra", {}).get("split", {}).get("n_train")
+        if n_train is not None and int(n_train) != seen:
+            raise ConfigError(f"experiment {experiment.name}: its checkpoint trained on {n_train} images, but "
+                              f"{', '.join(experiment.trained_on) or 'no folder'} hold(s) {seen} of this run's")
+        return [r for r in records if self.source_of[r.image_id] not in experiment.trained_on]
+
+    def fixed_meta(self, experiment: Experiment) -> dict:
+        """A fixed experiment's checkpoint metadata (its sha256 checked first)."""
+        from pneumo.models.checkpoint import read_checkpoint_meta
+
+        return read_checkpoint_meta(experiment.checkpoint_path(self.settings.root))
 
     def train_config(self, experiment: Experiment, val_fold: int, folds: int | None = None) -> TrainConfig:
         return experiment.train_config(
@@ -225,12 +261,20 @@ def stage_cv(pipeline: Pipeline) -> None:
             done += 1
             label = f"cv {done}/{total} {name} fold {fold}"
             train, val = pipeline.fold_split(fold)
+            run_dir = pipeline.settings.work / "cv" / name / f"fold{fold}"
+            if experiment.kind == "fixed":  # nothing to train: the fold's patients it never saw, predicted
+                scored = pipeline.scored_records(experiment, val)
+                started = time.monotonic()
+                predict_oof(run_dir, scored, experiment.family, experiment.tta,
+                            checkpoint=experiment.checkpoint_path(pipeline.settings.root))
+                pipeline.log(f"{label} (fixed checkpoint): OOF outputs ({len(scored)} of {len(val)} images, the "
+                             f"others are from {', '.join(experiment.trained_on)}) in {time.monotonic() - started:.0f} s")
+                continue
             data_dir = pipeline.data_dir()
             if experiment.nih_in_training:  # NIH images cannot be linked to RSNA patients: never validated on
                 if not pipeline.nih_records:
                     raise ConfigError(f"experiment {name} adds NIH images to training: pass --nih")
                 train, data_dir = train + pipeline.nih_records, None
-            run_dir = pipeline.settings.work / "cv" / name / f"fold{fold}"
             pipeline.train(label, experiment.family, pipeline.train_config(experiment, fold), train, val, run_dir,
                            data_dir)
             started = time.monotonic()
@@ -247,6 +291,9 @@ def stage_final(pipeline: Pipeline) -> None:
         experiment = pipeline.experiments.get(name)
         if experiment is None:
             raise ConfigError(f"summary.json ships experiment {name!r}, which is not among the experiments loaded")
+        if experiment.kind == "fixed":
+            pipeline.log(f"final {i}/{len(chosen)} {name}: a fixed checkpoint, shipped as trained")
+            continue
         train, data_dir = list(pipeline.records), pipeline.data_dir()
         if experiment.nih_in_training:
             train, data_dir = train + pipeline.nih_records, None

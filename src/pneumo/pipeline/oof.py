@@ -12,7 +12,8 @@ left half-written by an interruption reads as missing and is recomputed):
   ``V.image_size`` int64 (N, 2) (height, width), ``V.n_views`` int64 (N,), ``V.n_boxes`` int64 (total views,),
   ``V.boxes`` float32 (M, 5) xyxy + confidence in original pixels (every view's boxes, in order); unet also
   ``prior`` float32 (S, S), the fold's lung-field prior in input pixels.
-* ``oof.json``: ``format``, ``ids`` (validation image ids, in order), ``checkpoint``, ``variants``, ``size``
+* ``oof.json``: ``format``, ``ids`` (validation image ids, in order), ``checkpoint`` (``OOF_CHECKPOINT``, or
+  ``sha256:<hex>`` of a fixed experiment's file), ``variants``, ``size``
   (input px), ``geometry`` (one ``GeometryRecord`` dict per image, unet), ``npz_sha256``.
 """
 
@@ -115,23 +116,29 @@ def _outputs(arrays: dict[str, np.ndarray], name: str) -> list[ImageOutput]:
     return out
 
 
-def predict_oof(run_dir: str | Path, val: Sequence[ImageRecord], family: str, tta: bool) -> OOFOutputs:
-    """``run_dir/OOF_CHECKPOINT`` -> the OOF outputs of ``val`` (saved). An existing record of the same images
-    is kept (adding only the flip-TTA outputs if ``tta`` asks for them); other images raise ``CheckpointError``."""
+def predict_oof(run_dir: str | Path, val: Sequence[ImageRecord], family: str, tta: bool,
+                checkpoint: Path | None = None) -> OOFOutputs:
+    """``run_dir/OOF_CHECKPOINT`` (or ``checkpoint``, a fixed experiment's file, recorded by its sha256) -> the
+    OOF outputs of ``val`` (saved in ``run_dir``). An existing record of the same images and checkpoint is kept
+    (adding only the flip-TTA outputs if ``tta`` asks for them); other images raise ``CheckpointError``."""
+    from pneumo.files import file_sha256
     from pneumo.inference.predictors import CheckpointPredictor
     from pneumo.io import read_xray
 
     run_dir = Path(run_dir)
+    source = run_dir / OOF_CHECKPOINT if checkpoint is None else Path(checkpoint)
+    tag = OOF_CHECKPOINT if checkpoint is None else f"sha256:{file_sha256(source)}"
     ids = [r.image_id for r in val]
+    run_dir.mkdir(parents=True, exist_ok=True)
     existing = load_oof(run_dir)
-    if existing is not None and existing.checkpoint == OOF_CHECKPOINT:
+    if existing is not None and existing.checkpoint == tag:
         if existing.ids != ids:
             raise CheckpointError(f"{run_dir}: its OOF images differ from the fold's validation records (other data?)")
         if not tta or "tta" in existing.variants:
             return existing
-    predictor = CheckpointPredictor(run_dir / OOF_CHECKPOINT, run_dir.parent.name)
+    predictor = CheckpointPredictor(source, run_dir.parent.name)
     xrays = [read_xray(r.path) for r in val]
-    if existing is not None and existing.checkpoint == OOF_CHECKPOINT:  # --tta after the fact: add only that
+    if existing is not None and existing.checkpoint == tag:  # --tta after the fact: add only that
         existing.variants["tta"] = _batched(predictor, xrays, tta=True)
         save_oof(run_dir, existing)
         return existing
@@ -150,7 +157,7 @@ def predict_oof(run_dir: str | Path, val: Sequence[ImageRecord], family: str, tt
         finally:
             if prior is not None:
                 predictor.model.config.lung_prior = saved
-    oof = OOFOutputs(ids, OOF_CHECKPOINT, variants)
+    oof = OOFOutputs(ids, tag, variants)
     if family == "unet":  # the prior (input pixels) and each image's geometry, for the outside-the-lungs measure
         oof.prior = predictor.model.lung_prior[0, 0].detach().cpu().numpy()
         oof.size = int(predictor.preprocessor.size)

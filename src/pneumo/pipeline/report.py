@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pneumo.data.records import ImageRecord
 from pneumo.errors import ConfigError
 from pneumo.files import atomic_write_bytes
 from pneumo.pipeline.cv import Pipeline
@@ -67,11 +68,14 @@ def fold_aucs(per_fold_outputs: list[Pairs], per_fold_labels: list[list[int]]) -
 
 
 def choose_experiment(experiments: dict[str, dict], candidates: Sequence[str], metric: str) -> str | None:
-    """The finished candidate with the highest mean CV ``metric`` ("auc" or "map"); None if none finished."""
+    """The finished candidate with the highest mean CV ``metric`` ("auc" or "map"); None if none finished. A
+    recipe cross-validated in this run (``kind: cv``) is preferred to a fixed checkpoint, whose figures come
+    from fewer patients: a fixed one ships only where no cv candidate finished."""
     finished = [n for n in candidates if n in experiments]
+    retrained = [n for n in finished if experiments[n].get("kind", "cv") == "cv"]
     if not finished:
         return None
-    return max(finished, key=lambda n: experiments[n]["plain"][f"{metric}_mean_std"][0])
+    return max(retrained or finished, key=lambda n: experiments[n]["plain"][f"{metric}_mean_std"][0])
 
 
 def load_cv_oof(pipeline: Pipeline, name: str) -> dict[int, OOFOutputs]:
@@ -117,26 +121,31 @@ def stage_report(pipeline: Pipeline) -> dict:
         oof[name] = [done[k] for k in range(settings.folds)]
     if not oof:
         raise ConfigError("no finished cross-validation to report on: run the 'cv' stage first")
-    ids_per_fold = [f.ids for f in next(iter(oof.values()))]
-    expected = [[r.image_id for r in pipeline.fold_split(k)[1]] for k in range(settings.folds)]
+    validation = [pipeline.fold_split(k)[1] for k in range(settings.folds)]
     for name, folds in oof.items():
-        if [f.ids for f in folds] != expected:
+        scored = [[r.image_id for r in pipeline.scored_records(pipeline.experiments[name], v)] for v in validation]
+        if [f.ids for f in folds] != scored:
             raise ConfigError(f"{name}: its OOF images are not this run's folds (other --data, --folds or seed?)")
-    gts = [[by_id[i].boxes for i in ids] for ids in ids_per_fold]
-    labels = [[int(by_id[i].target) for i in ids] for ids in ids_per_fold]
-    all_labels = np.array([label for fold in labels for label in fold])
+    ids_per_fold = [[r.image_id for r in v] for v in validation]
+    gts, _ = fold_truth(by_id, ids_per_fold)
 
     for name, folds in oof.items():
         experiment = pipeline.experiments[name]
+        gts_e, labels = fold_truth(by_id, [f.ids for f in folds])  # fixed: only the patients it never saw
+        all_labels = np.array([label for fold in labels for label in fold])
         runs = [settings.work / "cv" / name / f"fold{k}" for k in range(settings.folds)]
-        train_summaries = [json.loads((r / "train_summary.json").read_text()) for r in runs]
-        entry: dict[str, Any] = {"family": experiment.family, "overrides": experiment.settings(),
-                                 "nih": experiment.nih_in_training, "init": experiment.init_from}
+        train_summaries = ([json.loads((r / "train_summary.json").read_text()) for r in runs]
+                           if experiment.kind == "cv" else None)
+        entry: dict[str, Any] = {"family": experiment.family, "kind": experiment.kind,
+                                 "overrides": experiment.settings(), "nih": experiment.nih_in_training,
+                                 "init": experiment.init_from, "scored_images": sum(len(f.ids) for f in folds)}
+        if experiment.kind == "fixed":
+            entry["trained_on"] = list(experiment.trained_on)
         for variant in ("plain", "tta", "prior_off"):
             if variant not in folds[0].variants:
                 continue
             outs = [as_pairs(f.variants[variant]) for f in folds]
-            maps, chosen = crossfit_map(outs, gts)
+            maps, chosen = crossfit_map(outs, gts_e)
             aucs = fold_aucs(outs, labels)
             pooled = np.array([p for f in outs for p, _ in f])
             entry[variant] = {"map_folds": maps, "map_mean_std": mean_std(maps), "auc_folds": aucs,
@@ -150,10 +159,11 @@ def stage_report(pipeline: Pipeline) -> dict:
                 entry[variant]["outside_prior_fraction_folds"] = fractions
                 entry[variant]["outside_prior_fraction_mean_std"] = mean_std(fractions)
                 entry[variant]["canvas_outside_field_fraction_folds"] = [float((f.prior < 0.05).mean()) for f in folds]
-        entry["engine_val"] = [{k: s["best_metrics"].get(k) for k in ("val_map", "val_auc")}
-                               | {"best_epoch": s["best_epoch"]} for s in train_summaries]
-        entry["train_seconds_folds"] = [s.get("wall_seconds") for s in train_summaries]
-        entry["epochs"] = [s["epochs_completed"] for s in train_summaries]
+        if train_summaries is not None:
+            entry["engine_val"] = [{k: s["best_metrics"].get(k) for k in ("val_map", "val_auc")}
+                                   | {"best_epoch": s["best_epoch"]} for s in train_summaries]
+            entry["train_seconds_folds"] = [s.get("wall_seconds") for s in train_summaries]
+            entry["epochs"] = [s["epochs_completed"] for s in train_summaries]
         summary["experiments"][name] = entry
         pipeline.log(f"{name}: CV mAP {entry['plain']['map_mean_std'][0]:.4f} +- {entry['plain']['map_mean_std'][1]:.4f}, "
                      f"AUC {entry['plain']['auc_mean_std'][0]:.4f} +- {entry['plain']['auc_mean_std'][1]:.4f}")
@@ -190,10 +200,35 @@ def stage_report(pipeline: Pipeline) -> dict:
         shipped: choose_experiment(summary["experiments"], names,
                                    "auc" if pipeline.experiments[names[0]].family == "chexnet" else "map")
         for shipped, names in candidates.items()}
-    summary.update(ensemble_figures(pipeline, summary, oof, gts, labels))
+    summary.update(ensemble_figures(pipeline, summary, oof, by_id))
     write_summary(settings.work, summary)
     pipeline.log(f"summary written to {settings.work / 'summary.json'}")
     return summary
+
+
+def fold_truth(by_id: dict, ids_per_fold: list[list[str]]) -> tuple[list[list[np.ndarray]], list[list[int]]]:
+    """Per fold: the images' ground-truth boxes ((N, 4) xyxy, original px) and image labels (0/1)."""
+    return ([[by_id[i].boxes for i in ids] for ids in ids_per_fold],
+            [[int(by_id[i].target) for i in ids] for ids in ids_per_fold])
+
+
+def restrict(folds: list[OOFOutputs], ids_per_fold: list[list[str]], variant: str) -> list[list]:
+    """``variant``'s ImageOutputs of ``ids_per_fold`` (a subset of each fold's ids, in that order), per fold."""
+    out = []
+    for fold, ids in zip(folds, ids_per_fold):
+        index = {image_id: i for i, image_id in enumerate(fold.ids)}
+        out.append([fold.variants[variant][index[i]] for i in ids])
+    return out
+
+
+def common_ids(oof: dict[str, list[OOFOutputs]], names: Sequence[str]) -> list[list[str]]:
+    """Per fold: the image ids every experiment in ``names`` has OOF outputs for (in the first one's order)."""
+    first, *others = names
+    shared = []
+    for k, fold in enumerate(oof[first]):
+        keep = set(fold.ids).intersection(*(oof[n][k].ids for n in others))
+        shared.append([i for i in fold.ids if i in keep])
+    return shared
 
 
 def baseline_figures(pipeline: Pipeline, ids_per_fold: list[list[str]], gts: list[list]) -> dict[str, Any]:
@@ -213,9 +248,13 @@ def baseline_figures(pipeline: Pipeline, ids_per_fold: list[list[str]], gts: lis
             "note": "constant probability (training positive rate): AUC 0.5 by construction"}
 
 
-def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFOutputs]], gts: list[list],
-                     labels: list[list[int]]) -> dict[str, Any]:
-    """{"ensemble": {variant: figures + spec}, "ensemble_variant": best} (empty without shipped members)."""
+def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFOutputs]],
+                     by_id: dict[str, ImageRecord]) -> dict[str, Any]:
+    """{"ensemble": {variant: figures + spec}, "ensemble_variant": best} (empty without shipped members);
+    ``by_id``: every record of the run (its ``boxes`` and ``target`` are the truth).
+
+    Scored on the images every member's outputs are out-of-sample for (all, unless a member is a fixed
+    checkpoint); ``members_same_images`` holds each member's own figures on exactly those images."""
     from pneumo.evaluation.classification import roc_auc
     from pneumo.ensemble import EnsembleMember, EnsembleSpec, FusionParams, ensemble_probability
     from pneumo.training.ensemble_tuning import evaluate_spec, tune_ensemble
@@ -226,16 +265,27 @@ def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFO
     if not members:
         return {}
     classifier = EnsembleMember("chexnet") if chexnet else None
-    used = [shipped[m.model] for m in members] + ([chexnet] if chexnet else [])
+    keys = [m.model for m in members] + (["chexnet"] if chexnet else [])
+    used = [shipped[key] for key in keys]
+    ids_per_fold = common_ids(oof, used)
+    gts, labels = fold_truth(by_id, ids_per_fold)
+    images = sum(len(ids) for ids in ids_per_fold)
+    scope = "" if images == len(by_id) else f", the {images} images no member trained on"
     variants = ["plain"] + (["tta"] if all("tta" in oof[n][0].variants for n in used) else [])
     k_folds = len(gts)
     results, best = {}, None
+    same_images = {}
+    for key, name in zip(keys, used):  # each member alone on the ensemble's images
+        outs = [as_pairs(f) for f in restrict(oof[name], ids_per_fold, "plain")]
+        maps, _ = crossfit_map(outs, gts)
+        aucs = fold_aucs(outs, labels)
+        same_images[key] = {"experiment": name, "map_folds": maps, "map_mean_std": mean_std(maps),
+                            "auc_folds": aucs, "auc_mean_std": mean_std(aucs)}
     for variant in variants:
+        restricted = {key: restrict(oof[name], ids_per_fold, variant) for key, name in zip(keys, used)}
+
         def member_outputs(folds: list[int]) -> dict[str, list]:
-            out = {m.model: [o for j in folds for o in oof[shipped[m.model]][j].variants[variant]] for m in members}
-            if classifier is not None:
-                out["chexnet"] = [o for j in folds for o in oof[chexnet][j].variants[variant]]
-            return out
+            return {key: [o for j in folds for o in restricted[key][j]] for key in keys}
 
         base = EnsembleSpec(members=tuple(members), classifier=classifier, fusion=FusionParams(tta_flip=variant == "tta"))
         maps, aucs = [], []
@@ -249,7 +299,7 @@ def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFO
         everything = list(range(k_folds))
         all_gts = [g for j in everything for g in gts[j]]
         final = tune_ensemble(base, member_outputs(everything), all_gts, context={
-            "data": f"{' + '.join(summary['data']['dirs'])} out-of-fold outputs", "folds": k_folds,
+            "data": f"{' + '.join(summary['data']['dirs'])} out-of-fold outputs{scope}", "folds": k_folds,
             "split_seed": summary["split_seed"], "crossfit_map_folds": maps, "crossfit_auc_folds": aucs,
             "members_from": shipped})
         all_mine = member_outputs(everything)
@@ -263,7 +313,8 @@ def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFO
                      f"{results[variant]['map_mean_std'][1]:.4f}, AUC {results[variant]['auc_mean_std'][0]:.4f}")
         if best is None or results[variant]["map_mean_std"][0] > results[best]["map_mean_std"][0]:
             best = variant
-    return {"ensemble": results, "ensemble_variant": best}
+    return {"ensemble": results, "ensemble_variant": best,
+            "ensemble_scored_on": {"images": images, "of": len(by_id), "members_same_images": same_images}}
 
 
 def oof_thresholds(pipeline: Pipeline, name: str) -> Thresholds:

@@ -28,6 +28,8 @@ def ship_one(pipeline: Pipeline, summary: dict, shipped: str, name: str) -> dict
 
     work, models = pipeline.settings.work, pipeline.settings.models
     entry = summary["experiments"][name]
+    if entry.get("kind") == "fixed":
+        return ship_fixed(pipeline, summary, shipped, name)
     monitor = "val_auc" if entry["family"] == "chexnet" else "val_map"
     plain = entry["plain"]
     final_dir = work / "final" / name
@@ -62,6 +64,30 @@ def ship_one(pipeline: Pipeline, summary: dict, shipped: str, name: str) -> dict
     return {"experiment": name, "fold": fold, "metrics": metrics, "thresholds": thresholds,
             "params": sum(p.numel() for p in loaded.model.parameters()), "bytes": target.stat().st_size,
             "train_seconds": train_seconds, "config": extra.get("train_config"), "epochs": epochs, "best_epoch": epochs}
+
+
+def ship_fixed(pipeline: Pipeline, summary: dict, shipped: str, name: str) -> dict[str, Any]:
+    """A fixed experiment's checkpoint ships as it is (weights, thresholds and sha256 unchanged: its calibration
+    and the ensemble were fitted to exactly this file), copied to ``MODELS/<shipped>.pt`` if it lives elsewhere."""
+    from pneumo.files import atomic_path
+    from pneumo.models.checkpoint import load_checkpoint
+
+    experiment = pipeline.experiments[name]
+    source = experiment.checkpoint_path(pipeline.settings.root)
+    target = pipeline.settings.models / f"{shipped}.pt"
+    for src, dst in ((source, target), (source.with_name(f"{source.stem}.history.csv"),
+                                        target.with_name(f"{shipped}.history.csv"))):
+        if src.is_file() and src.resolve() != dst.resolve():
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+    loaded = load_checkpoint(target, expected_family=experiment.family)
+    extra = loaded.meta.get("extra") or {}
+    pipeline.log(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB): fixed checkpoint of {name}, unchanged")
+    return {"experiment": name, "fold": -1, "fixed": True, "metrics": dict(loaded.metrics),
+            "thresholds": loaded.thresholds, "params": sum(p.numel() for p in loaded.model.parameters()),
+            "bytes": target.stat().st_size, "train_seconds": None, "config": extra.get("train_config"),
+            "epochs": extra.get("epoch"), "best_epoch": extra.get("epoch"), "trained_on": list(experiment.trained_on),
+            "own_split": extra.get("split"), "own_cv": (extra.get("shipping") or {}).get("cv")}
 
 
 def stage_ship(pipeline: Pipeline) -> None:

@@ -4,6 +4,7 @@ Schema (see ``configs/experiments/README.md``)::
 
     family: unet                 # required: a registered family
     kind: cv                     # cv (k-fold CV on the RSNA data, default) | pretrain (NIH weak labels alone)
+                                 #   | fixed (an already trained checkpoint, scored where it never trained)
     ships_as: unet               # candidate for the shipped model of that name (omit: compared only)
     epochs: 8                    # required
     image_size: 256              # required: square model input, px
@@ -16,6 +17,16 @@ Schema (see ``configs/experiments/README.md``)::
     config:                      # TrainConfig values, nested as in configs/<family>.yaml
       lr: 0.0005
       model: {encoder: efficientnet-lite0}
+
+A ``kind: fixed`` experiment names a trained checkpoint instead of a recipe (no ``epochs``, ``image_size``,
+``config``; nothing is trained)::
+
+    family: maskrcnn
+    kind: fixed
+    ships_as: maskrcnn
+    checkpoint: models/maskrcnn.pt   # relative: from the repository root
+    checkpoint_sha256: 0123...       # the file it was written for: a changed file is refused
+    trained_on: [rsna-mini]          # data folders (names) whose patients it trained on: never scored there
 
 ``epochs``, ``image_size`` and ``init_from`` have one home (the top level); the split (``folds``, ``val_fold``,
 ``split_seed``), ``seed`` and ``cache_dir`` belong to the run (``pneumo models`` flags), so ``config`` refuses them.
@@ -35,7 +46,7 @@ import yaml
 from pneumo.errors import ConfigError
 from pneumo.training.config import TrainConfig
 
-KINDS: tuple[str, ...] = ("cv", "pretrain")
+KINDS: tuple[str, ...] = ("cv", "pretrain", "fixed")
 #: TrainConfig keys an experiment's ``config`` may not set (they live at the top level or belong to the run)
 RESERVED_CONFIG_KEYS: frozenset[str] = frozenset(
     {"epochs", "image_size", "init_from", "folds", "val_fold", "split_seed", "seed", "cache_dir", "device", "limit"}
@@ -49,8 +60,8 @@ class Experiment:
 
     name: str
     family: str
-    epochs: int
-    image_size: int
+    epochs: int = 0
+    image_size: int = 0
     kind: str = "cv"
     ships_as: str | None = None
     init_from: str | None = None
@@ -60,6 +71,23 @@ class Experiment:
     data: tuple[str, ...] = ()
     folds: int | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    trained_on: tuple[str, ...] = ()
+
+    def checkpoint_path(self, root: Path) -> Path:
+        """A fixed experiment's checkpoint (relative paths: from ``root``); ``ConfigError`` when it is missing
+        or is not the file the experiment was written for (its sha256 differs)."""
+        from pneumo.files import file_sha256
+
+        path = Path(self.checkpoint or "")
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            raise ConfigError(f"experiment {self.name}: checkpoint {path} not found")
+        if file_sha256(path) != self.checkpoint_sha256:
+            raise ConfigError(f"experiment {self.name}: {path} is not the checkpoint it names (sha256 differs: "
+                              "was it re-shipped?); point it at the file it was written for")
+        return path
 
     def base_config_path(self, root: Path) -> Path:
         """The TrainConfig YAML under this experiment (relative paths: from ``root``, the repository root)."""
@@ -86,6 +114,8 @@ class Experiment:
 
     def settings(self) -> list[str]:
         """``key=value`` strings of what this experiment sets (for reports and model cards)."""
+        if self.kind == "fixed":
+            return [f"checkpoint={self.checkpoint}", f"trained_on={','.join(self.trained_on) or 'none'}"]
         flat = [f"image_size={self.image_size}", f"epochs={self.epochs}"]
         flat += [f"{k}={_text(v)}" for k, v in _flatten(self.config)]
         return flat
@@ -111,7 +141,9 @@ def experiment_from_dict(name: str, values: Mapping[str, Any], source: str = "<d
         raise ConfigError(f"{source}: unknown experiment key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if not _NAME.match(name):
         raise ConfigError(f"{source}: experiment name {name!r} must be lower-case letters, digits, '.', '_' or '-'")
-    missing = sorted(k for k in ("family", "epochs", "image_size") if values.get(k) is None)
+    kind = values.get("kind", "cv")
+    required = ("family", "checkpoint", "checkpoint_sha256") if kind == "fixed" else ("family", "epochs", "image_size")
+    missing = sorted(k for k in required if values.get(k) is None)
     if missing:
         raise ConfigError(f"{source}: missing required key(s) {', '.join(missing)}")
     config = values.get("config") or {}
@@ -120,14 +152,22 @@ def experiment_from_dict(name: str, values: Mapping[str, Any], source: str = "<d
     reserved = sorted(RESERVED_CONFIG_KEYS & set(config))
     if reserved:
         raise ConfigError(f"{source}: config may not set {', '.join(reserved)} (top-level keys or pneumo models flags)")
+    if kind == "fixed":
+        recipe = sorted(k for k in ("epochs", "image_size", "init_from", "nih_in_training", "config", "base_config")
+                        if k in values)
+        if recipe:
+            raise ConfigError(f"{source}: a fixed experiment is a trained checkpoint, not a recipe: remove "
+                              f"{', '.join(recipe)}")
     data = values.get("data") or []
     data = [data] if isinstance(data, str) else data
+    trained_on = values.get("trained_on") or []
+    trained_on = [trained_on] if isinstance(trained_on, str) else trained_on
     try:
         experiment = Experiment(
             name=name, family=_typed(values["family"], str, "family", source),
-            epochs=_typed(values["epochs"], int, "epochs", source),
-            image_size=_typed(values["image_size"], int, "image_size", source),
-            kind=_typed(values.get("kind", "cv"), str, "kind", source),
+            epochs=_typed(values.get("epochs", 0), int, "epochs", source),
+            image_size=_typed(values.get("image_size", 0), int, "image_size", source),
+            kind=_typed(kind, str, "kind", source),
             ships_as=_optional(values.get("ships_as"), str, "ships_as", source),
             init_from=_optional(values.get("init_from"), str, "init_from", source),
             nih_in_training=_typed(values.get("nih_in_training", False), bool, "nih_in_training", source),
@@ -136,11 +176,21 @@ def experiment_from_dict(name: str, values: Mapping[str, Any], source: str = "<d
             data=tuple(_typed(d, str, "data", source) for d in data),
             folds=_optional(values.get("folds"), int, "folds", source),
             config=config,
+            checkpoint=_optional(values.get("checkpoint"), str, "checkpoint", source),
+            checkpoint_sha256=_optional(values.get("checkpoint_sha256"), str, "checkpoint_sha256", source),
+            trained_on=tuple(_typed(d, str, "trained_on", source) for d in trained_on),
         )
     except TypeError as error:
         raise ConfigError(f"{source}: {error}") from error
     if experiment.kind not in KINDS:
         raise ConfigError(f"{source}: kind must be one of {', '.join(KINDS)}, got {experiment.kind!r}")
+    if experiment.kind == "fixed":
+        if not re.fullmatch(r"[0-9a-f]{64}", experiment.checkpoint_sha256 or ""):
+            raise ConfigError(f"{source}: checkpoint_sha256 must be the file's 64 lower-case hex digits")
+        _check_config(experiment, source)  # a registered family
+        return experiment
+    if experiment.checkpoint or experiment.checkpoint_sha256 or experiment.trained_on:
+        raise ConfigError(f"{source}: checkpoint, checkpoint_sha256 and trained_on belong to kind: fixed")
     if experiment.epochs < 1 or experiment.image_size < 32:
         raise ConfigError(f"{source}: epochs must be >= 1 and image_size >= 32 px")
     if experiment.folds is not None and experiment.folds < 2:

@@ -52,7 +52,7 @@ def test_cross_fitted_calibration_lowers_ece_keeps_the_auc_and_brackets_the_oper
     # what ships: the chosen method refitted on every OOF output
     refit = FITTERS[chosen](p, y)
     assert result["calibrator"]["method"] == chosen and result["calibrator"]["params"] == pytest.approx(refit.to_dict()["params"])
-    for name in OPERATING + ("auc", "ece_width"):
+    for name in OPERATING + ("auc",):  # (ECE is biased upwards by resampling: a small one can sit below its interval)
         ci = result["calibrated"][name]
         assert ci["low"] <= ci["estimate"] <= ci["high"] and ci["low"] < ci["high"], name
     assert result["calibrated"]["sensitivity_at_95_specificity"]["estimate"] <= \

@@ -244,6 +244,11 @@ def test_the_ensemble_is_cross_fitted_then_tuned_on_every_oof_output(tmp_path):
                         fusion=FusionParams(tta_flip=False))
     tuned = tune_ensemble(base, outputs([1, 2]), gts[1] + gts[2])  # fold 0 is scored with a spec tuned on 1 and 2
     assert evaluate_spec(tuned, outputs([0]), gts[0]) == pytest.approx(figures["map_folds"][0])
+    from pneumo.ensemble import ensemble_probability  # the cross-fitted probabilities kept for the calibration
+    mine = outputs([0])
+    assert figures["crossfit_probability_folds"][0] == pytest.approx(
+        [ensemble_probability(tuned, {k: mine[k][i] for k in tuned.model_keys}) for i in range(4)])
+    assert figures["crossfit_ids_folds"] == [f.ids for f in oof["ux"]]
     assert ensemble_figures(_pipeline((), tmp_path), {**summary, "shipped_experiments": {"chexnet": "cx"}},
                             oof, gts, labels) == {}  # no box model: no ensemble
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from typing import Any
 
-from pneumo.evaluation.calibration import (FITTERS, Calibrator, calibration_report, ece, patient_bootstrap,
-                                          reliability_diagram)
+from pneumo.evaluation.calibration import (CHOICE_RULE, FITTERS, Calibrator, calibration_report, choose_method,
+                                          crossfit, patient_bootstrap, reliability_diagram)
 from pneumo.evaluation.figures import HELDOUT_FILE, heldout_markdown, heldout_summary_markdown, replace_section
 from pneumo.evaluation.classification import roc_auc
 from pneumo.evaluation.heldout import HeldoutOutputs
@@ -41,8 +41,6 @@ TAPER = 0.02  # maskrcnn.MaskRCNNConfig.min_box_side
 STABILITY = ("Stability: why the ensemble's probability jumped under invisible noise (Mask R-CNN's sub-pixel edge "
              "boxes in its flipped view), the size-taper fix and the remaining Mask R-CNN sensitivity are in "
              "[decisions/0011](decisions/0011-stability-and-calibration.md).")
-ECE_MARGIN = 0.01  # isotonic must beat the best ranking-preserving calibrator's cross-fitted ECE by this much
-AUC_SLACK = 0.005  # a calibrator may cost at most this much cross-fitted AUC (isotonic steps merge scores and lowered Mask R-CNN's specificity at 90 % sensitivity from 0.50 to 0.32 at 0.009 AUC)
 CHECKPOINTS = ("chexnet", "unet", "maskrcnn")
 
 
@@ -82,33 +80,9 @@ def detection_figures(answer: dict, h: HeldoutOutputs, idx: np.ndarray, n_boot: 
 
 
 def choose(entry: dict) -> str:
-    """The ranking-preserving method (temperature, logistic) with the lower cross-fitted ECE, unless isotonic
-    beats it by more than ``ECE_MARGIN`` while costing at most ``AUC_SLACK`` cross-fitted AUC."""
-    def ece_of(m: str) -> float:
-        return entry[m]["crossfit"]["ece_width"]["estimate"]
-
-    best = min(("temperature", "logistic"), key=ece_of)
-    iso_auc = entry["isotonic"]["crossfit"]["auc"]["estimate"]
-    if ece_of("isotonic") < ece_of(best) - ECE_MARGIN and iso_auc >= entry["raw"]["auc"]["estimate"] - AUC_SLACK:
-        return "isotonic"
-    return best
-
-
-def crossfit(p: np.ndarray, y: np.ndarray, halves: np.ndarray, method: str) -> tuple[np.ndarray, list[dict]]:
-    """Each half calibrated by a calibrator fitted on the other -> (cross-fitted probabilities, per-fold rows)."""
-    out = np.empty_like(p)
-    rows = []
-    for fit_half in (0, 1):
-        fit, score = halves == fit_half, halves != fit_half
-        calibrator = FITTERS[method](p[fit], y[fit])
-        out[score] = calibrator(p[score])
-        rows.append({"fit_on": f"half {fit_half}", "scored_on": f"half {1 - fit_half}",
-                     "n_scored": int(score.sum()), "params": calibrator.to_dict()["params"] if method != "isotonic"
-                     else {"knots": len(calibrator.params["x"])},
-                     "ece_before": ece(p[score], y[score]), "ece_after": ece(out[score], y[score]),
-                     "ece_mass_before": ece(p[score], y[score], binning="mass"),
-                     "ece_mass_after": ece(out[score], y[score], binning="mass")})
-    return out, rows
+    """``choose_method`` (pneumo.evaluation.calibration) on one model's entry of ``report.json``."""
+    return choose_method({m: entry[m]["crossfit"]["ece_width"]["estimate"] for m in FITTERS},
+                         {m: entry[m]["crossfit"]["auc"]["estimate"] for m in FITTERS}, entry["raw"]["auc"]["estimate"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": f"{args.data_name} (held out; shipped rsna-mini-trained models)",
         "how": ("ONNX Runtime backend; the three checkpoints as they answer alone (no TTA), the ensemble as shipped "
                 "(flip TTA, members fused from the same runs)"),
-        "n_boot": args.n_boot, "choice": (f"the ranking-preserving calibrator (temperature or logistic) with the lower "
-                                          f"cross-fitted ECE, unless isotonic beats its ECE by more than {ECE_MARGIN} "
-                                          f"while costing at most {AUC_SLACK} cross-fitted AUC"), "models": {},
+        "n_boot": args.n_boot, "choice": CHOICE_RULE, "models": {},
         "weights_sha256": {n: file_sha256(args.model_dir / f"{n}.pt") for n in CHECKPOINTS}}
     for name in ("chexnet", "unet", "maskrcnn", "ensemble"):
         idx = classifier_only if name == "chexnet" else done
@@ -153,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         curves = {"raw": (p, y)}
         crossfitted = {}
         for method in FITTERS:
-            q, rows = crossfit(p, y, halves, method)
+            q, rows = crossfit(p, y, halves, method, fold_name="half")
             crossfitted[method] = q
             entry[method] = {"folds": rows, "crossfit": calibration_report(q, y, groups, args.n_boot)}
             curves[f"{method} (cross-fitted)"] = (q, y)

@@ -105,6 +105,29 @@ def test_models_pipeline_end_to_end(rsna_mini, tmp_path, capsys, monkeypatch):
     block = json.loads(re.search(r"```json metrics\n(.*?)\n```", card, flags=re.S).group(1))
     assert block == pytest.approx(shipped.metrics) and "Not a diagnosis" in card
     assert "EfficientNet-Lite0 (random init)" in card and "4 RSNA Pneumonia Detection Challenge patients" in card
+    # ---- calibration: 4 patients are too few to fit one, so report records why and ship writes no sidecar ...
+    from pneumo.files import file_sha256
+    from pneumo.inference.calibrated import checkpoint_calibrator, sidecar_path
+    from pneumo.pipeline import calibration
+
+    assert summary["calibration"]["chexnet"]["status"] == "skipped"
+    assert "too little data" in summary["calibration"]["chexnet"]["reason"]
+    assert not sidecar_path(models / "chexnet.pt").exists() and "Not fitted: too little data" in card
+    # ... and with the minimum lowered to one image per class, the OOF calibrator ships bound to the shipped weights
+    default = calibration.MIN_PER_CLASS
+    monkeypatch.setattr(calibration, "MIN_PER_CLASS", 1)
+    assert main(["models", "report", "ship"] + argv[4:]) == 0
+    entry = json.loads((work / "summary.json").read_text())["calibration"]["chexnet"]
+    assert entry["status"] == "fitted" and (work / "figures" / entry["figure"]).is_file()
+    sidecar = json.loads(sidecar_path(models / "chexnet.pt").read_text())
+    assert sidecar["checkpoint_sha256"] == file_sha256(models / "chexnet.pt")
+    loaded = checkpoint_calibrator(models / "chexnet.pt", file_sha256(models / "chexnet.pt"))
+    assert loaded is not None and loaded.to_dict() == entry["calibrator"]
+    assert f"Method **{entry['chosen']}**" in (models / "chexnet.md").read_text()
+    monkeypatch.setattr(calibration, "MIN_PER_CLASS", default)
+    assert main(["models", "report", "ship"] + argv[4:]) == 0  # skipped again: the stale sidecar goes
+    assert not sidecar_path(models / "chexnet.pt").exists()
+
     log = (work / "models.log").read_text()
     assert "cv 2/2 cx fold 1" in log and not any(pid in log for pid in seen)  # no patient identifiers logged
 

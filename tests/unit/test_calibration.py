@@ -10,7 +10,10 @@ import pytest
 from pneumo.errors import ConfigError, MetricInputError
 from pneumo.evaluation.calibration import (
     Calibrator,
+    ECE_MARGIN,
     calibration_report,
+    choose_method,
+    crossfit,
     ece,
     fit_isotonic,
     fit_logistic,
@@ -124,3 +127,26 @@ def test_reliability_diagram_writes_a_png(tmp_path) -> None:
     p, y = _calibrated_sample(500, 5)
     out = reliability_diagram(tmp_path / "rel.png", {"raw": (p ** 0.5, y), "calibrated": (p, y)}, "synthetic")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_choose_method_prefers_a_ranking_preserving_calibrator_unless_isotonic_is_clearly_better() -> None:
+    auc = {"temperature": 0.80, "logistic": 0.80, "isotonic": 0.80}
+    assert choose_method({"temperature": 0.05, "logistic": 0.03, "isotonic": 0.025}, auc, 0.80) == "logistic"
+    clearly = {"temperature": 0.05, "logistic": 0.04, "isotonic": 0.04 - ECE_MARGIN - 0.001}
+    assert choose_method(clearly, auc, 0.80) == "isotonic"
+    assert choose_method(clearly, {**auc, "isotonic": 0.79}, 0.80) == "logistic"  # costs too much AUC
+
+
+def test_crossfit_calibrates_each_fold_with_a_calibrator_fitted_on_the_others() -> None:
+    p_true, y = _calibrated_sample(3_000, 7)
+    reported = sigmoid(logit(p_true) * 2.0)  # overconfident
+    folds = np.arange(3_000) % 3
+    q, rows = crossfit(reported, y, folds, "temperature")
+    for k, row in enumerate(rows):
+        mine = folds == k
+        expected = fit_temperature(reported[~mine], y[~mine])(reported[mine])
+        np.testing.assert_allclose(q[mine], expected)
+        assert row["scored_on"] == f"fold {k}" and row["n_scored"] == 1_000 and row["ece_after"] < row["ece_before"]
+    assert rows[0]["fit_on"] == "folds 1, 2"
+    with pytest.raises(MetricInputError):
+        crossfit(reported, y, np.zeros(3_000, int), "temperature")  # one fold: nothing to fit on

@@ -258,6 +258,11 @@ def test_the_ensemble_is_cross_fitted_then_tuned_on_every_oof_output(tmp_path):
                         fusion=FusionParams(tta_flip=False))
     tuned = tune_ensemble(base, outputs([1, 2]), gts[1] + gts[2])  # fold 0 is scored with a spec tuned on 1 and 2
     assert evaluate_spec(tuned, outputs([0]), gts[0]) == pytest.approx(figures["map_folds"][0])
+    from pneumo.ensemble import ensemble_probability  # the cross-fitted probabilities kept for the calibration
+    mine = outputs([0])
+    assert figures["crossfit_probability_folds"][0] == pytest.approx(
+        [ensemble_probability(tuned, {k: mine[k][i] for k in tuned.model_keys}) for i in range(4)])
+    assert figures["crossfit_ids_folds"] == [f.ids for f in oof["ux"]]
     assert ensemble_figures(_pipeline((), tmp_path), {**summary, "shipped_experiments": {"chexnet": "cx"}},
                             oof, truth) == {}  # no box model: no ensemble
     # a member with outputs for part of the patients only (a fixed checkpoint): every model on the shared images
@@ -325,3 +330,34 @@ def test_cards_describe_the_data_the_cv_ran_on(tmp_path):
     assert "210" not in training_part and "## Input check" in chexnet
     page = docs.read_text()
     assert "## Cross-validation on rsna-mini + rsna-plus (5-fold" in page and "pneumo models" in page
+
+
+def test_cards_state_the_out_of_fold_calibration_with_intervals_and_link_the_diagram(tmp_path):
+    from pneumo.pipeline.calibration import figure_name, oof_calibration
+
+    rng = np.random.default_rng(0)
+    p = [rng.uniform(0.02, 0.98, 300) for _ in range(3)]
+    y = [(rng.random(300) < q ** 2).astype(int).tolist() for q in p]
+    figures = tmp_path / "docs" / "figures"
+    figures.mkdir(parents=True)
+    fitted = oof_calibration([q.tolist() for q in p], y, [[f"{k}-{i}" for i in range(300)] for k in range(3)], "chexnet",
+                             figures / figure_name("chexnet"), n_boot=50)
+    summary = {**_summary(), "calibration": {"chexnet": fitted, "unet": {"status": "skipped", "reason": "too little data"}}}
+    shipped = {name: _info(experiment, summary["experiments"][experiment]["plain"])
+               for name, experiment in summary["shipped_experiments"].items()}
+    models, docs = tmp_path / "models", tmp_path / "docs" / "models.md"
+    models.mkdir()
+    write_cards(summary, shipped, models, docs)
+    chexnet = (models / "chexnet.md").read_text()
+    section = chexnet.split("## Calibration (out-of-fold)")[1].split("## Known limits")[0]
+    cal, raw = fitted["calibrated"], fitted["raw"]
+    assert f"Method **{fitted['chosen']}**" in section and "Decision support, not diagnosis" in section
+    ci = cal["sensitivity_at_90_specificity"]
+    assert f"| sensitivity at 90 % specificity | " in section and f"{ci['estimate']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]" in section
+    assert f"{raw['ece_width']['estimate']:.3f} [" in section and "`models/chexnet.calibration.json`" in section
+    assert "(../docs/figures/reliability-oof-chexnet.png)" in section
+    assert "Not fitted: too little data" in (models / "unet.md").read_text()
+    page = docs.read_text()
+    table = page.split("## Calibration (out-of-fold, cross-fitted)")[1].split("## Shipped files")[0]
+    assert f"| chexnet ([diagram](figures/reliability-oof-chexnet.png)) | {fitted['chosen']} |" in table
+    assert "| unet | not fitted (too little data)" in table

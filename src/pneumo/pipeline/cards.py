@@ -473,6 +473,81 @@ flip-TTA out-of-fold outputs, so the ensemble tuning can choose `tta_flip`.
 """
 
 
+CALIBRATION_ROWS = (("ece_width", "ECE (10 equal-width bins)"), ("ece_mass", "ECE (10 equal-mass bins)"),
+                    ("auc", "ROC AUC (pooled)"), ("brier", "Brier score"),
+                    ("sensitivity_at_90_specificity", "sensitivity at 90 % specificity"),
+                    ("sensitivity_at_95_specificity", "sensitivity at 95 % specificity"),
+                    ("specificity_at_90_sensitivity", "specificity at 90 % sensitivity"))
+
+
+def ci_text(value: dict | None) -> str:
+    """``{"estimate", "low", "high"}`` -> "0.123 [0.100, 0.150]" ("n/a" for a missing or NaN estimate)."""
+    if not value or value.get("estimate") is None or value["estimate"] != value["estimate"]:
+        return "n/a"
+    low, high = value.get("low"), value.get("high")
+    if low is None or high is None or low != low or high != high:
+        return f"{value['estimate']:.3f}"
+    return f"{value['estimate']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def calibration_section(entry: dict | None, name: str, figure_link: str | None) -> str:
+    """The "Calibration (out-of-fold)" section of a card from ``summary["calibration"][name]``."""
+    lines = ["## Calibration (out-of-fold)"]
+    if not entry:
+        return "\n".join(lines + ["Not computed (a summary from before calibration was part of `pneumo models report`)."])
+    if entry.get("status") != "fitted":
+        return "\n".join(lines + [f"Not fitted: {entry.get('reason')}. The probability shown is the model's raw output."])
+    stored = ("`models/ensemble.json` (`calibration`)" if name == "ensemble"
+              else f"`models/{name}.calibration.json` (bound to the sha256 of `{name}.pt`)")
+    others = "; ".join(f"{m} {e['ece_width']:.3f} / {e['auc']:.3f}" for m, e in entry["methods"].items())
+    lines += [
+        "Decision support, not diagnosis: the calibrated probability estimates how often images scored like this one "
+        "were positive in these cross-validation data; it is not a patient's risk.",
+        "",
+        f"Method **{entry['chosen']}** ({entry['choice_rule']}), refitted on all {entry['n_images']} out-of-fold "
+        f"outputs ({entry['n_patients']} patients, {entry['folds']} folds) and stored in {stored}; the shown probability "
+        "and the positive-call threshold pass through it, boxes and gates do not. Figures are cross-fitted: fold k's "
+        "images calibrated by a calibrator fitted on the other folds. The calibrator was fitted on the CV models' "
+        "outputs, so the shipped weights may be calibrated somewhat differently.",
+        "",
+        "| metric | raw | calibrated (cross-fitted) |",
+        "|---|---|---|",
+        *[f"| {label} | {ci_text(entry['raw'].get(key))} | {ci_text(entry['calibrated'].get(key))} |"
+          for key, label in CALIBRATION_ROWS],
+        "",
+        f"95 % intervals: percentile bootstrap over patients ({entry['n_boot']} resamples); ECE is biased upwards by "
+        "resampling, so a small ECE's interval can lie above it. Cross-fitted ECE / AUC of each method: "
+        f"{others}.",
+    ]
+    if figure_link:
+        lines += ["", f"Reliability diagram (raw and cross-fitted): [{Path(figure_link).name}]({figure_link})"]
+    return "\n".join(lines)
+
+
+def calibration_table(summary: dict, link: dict[str, str]) -> str:
+    """A compact ``docs/models.md`` table of ``summary["calibration"]`` (``link``: name -> diagram link)."""
+    rows = []
+    for name, entry in (summary.get("calibration") or {}).items():
+        if entry.get("status") != "fitted":
+            rows.append(f"| {name} | not fitted ({entry.get('reason')}) | | | | | |")
+            continue
+        raw, cal = entry["raw"], entry["calibrated"]
+        figure = f" ([diagram]({link[name]}))" if name in link else ""
+        rows.append(f"| {name}{figure} | {entry['chosen']} | {ci_text(raw['ece_width'])} -> {ci_text(cal['ece_width'])} | "
+                    f"{raw['auc']['estimate']:.3f} -> {cal['auc']['estimate']:.3f} | "
+                    + " | ".join(ci_text(cal[k]) for k in ("sensitivity_at_90_specificity", "sensitivity_at_95_specificity",
+                                                             "specificity_at_90_sensitivity")) + " |")
+    if not rows:
+        return ""
+    return "\n".join([
+        "## Calibration (out-of-fold, cross-fitted)", "",
+        "Decision support, not diagnosis. The shown probability of each model passes through a calibrator fitted on "
+        "its out-of-fold outputs (cards: \"Calibration (out-of-fold)\"); figures cross-fitted by fold, 95 % "
+        "patient-bootstrap intervals, operating points of the calibrated probability.", "",
+        "| model | method | ECE (equal-width) raw -> calibrated | AUC raw -> calibrated | sens. at 90 % spec. | "
+        "sens. at 95 % spec. | spec. at 90 % sens. |", "|---|---|---|---|---|---|---|", *rows, ""])
+
+
 def write_cards(summary: dict, shipped_info: dict, models: Path, docs: Path | None = None) -> None:
     """``models/<name>.md`` per shipped model, ``models/ensemble.md`` and (``docs`` given) ``docs`` itself; the
     held-out sections of ``models/heldout.json`` (figures of the current weights, from
@@ -485,12 +560,30 @@ def write_cards(summary: dict, shipped_info: dict, models: Path, docs: Path | No
         section = heldout_markdown(heldout, name, f"../docs/figures/reliability-{name}.png") if heldout else ""
         return text.rstrip("\n") + "\n\n" + section if section else text
 
+    from pneumo.pipeline.calibration import figure_name, relative_link
+
+    def figure_link(name: str, start: Path) -> str | None:  # the OOF reliability diagram, copied beside the docs
+        entry = (summary.get("calibration") or {}).get(name) or {}
+        target = Path(docs).parent / "figures" / figure_name(name) if docs is not None else None
+        if target is None or not entry.get("figure") or not target.is_file():
+            return None
+        return relative_link(target, start)
+
+    def with_calibration(text: str, name: str) -> str:  # before "Known limits"
+        section = calibration_section((summary.get("calibration") or {}).get(name), name, figure_link(name, models))
+        return text.replace("\n## Known limits\n", f"\n{section}\n\n## Known limits\n", 1)
+
     for name, info in shipped_info.items():
         text = fixed_card_text(name, info, summary) if info.get("fixed") else card_text(name, info, summary)
+        text = with_calibration(text, name)
         atomic_write_bytes(models / f"{name}.md", with_heldout(text, name).encode())
     if summary.get("ensemble_variant"):
-        atomic_write_bytes(models / "ensemble.md", with_heldout(ensemble_card(summary, shipped_info), "ensemble").encode())
+        text = with_calibration(ensemble_card(summary, shipped_info), "ensemble")
+        atomic_write_bytes(models / "ensemble.md", with_heldout(text, "ensemble").encode())
     if docs is not None:
         text = docs_text(summary, shipped_info)
+        links = {n: link for n in (summary.get("calibration") or {}) if (link := figure_link(n, Path(docs).parent))}
+        table = calibration_table(summary, links)
+        text = text.replace("\n## Shipped files\n", f"\n{table}\n## Shipped files\n", 1) if table else text
         section = heldout_summary_markdown(heldout) if heldout else ""
         atomic_write_bytes(Path(docs), (text.rstrip("\n") + "\n\n" + section if section else text).encode())

@@ -5,7 +5,8 @@ outputs (so never on the scored fold), per-fold AUC, mean +- sample std, pooled 
 ablation; unfinished CVs (reported per finished fold, never shipped); the NIH pretraining runs; the trivial
 baseline (median box per lung, fitted on the other folds); the shipped experiment per ``ships_as`` name (best
 mean CV AUC for chexnet, mAP for box models); the ensemble, cross-fitted (fusion and member weights tuned on
-the other folds, scored on fold k), then its spec tuned on every OOF output.
+the other folds, scored on fold k), then its spec tuned on every OOF output; the probability calibration of
+each shipped model and the ensemble, cross-fitted on the OOF outputs (``pneumo.pipeline.calibration``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from pneumo.data.records import ImageRecord
 from pneumo.errors import ConfigError
 from pneumo.files import atomic_write_bytes
+from pneumo.pipeline.calibration import report_calibration
 from pneumo.pipeline.cv import Pipeline
 from pneumo.pipeline.oof import OOFOutputs, load_oof
 from pneumo.types import Thresholds
@@ -201,6 +203,9 @@ def stage_report(pipeline: Pipeline) -> dict:
                                    "auc" if pipeline.experiments[names[0]].family == "chexnet" else "map")
         for shipped, names in candidates.items()}
     summary.update(ensemble_figures(pipeline, summary, oof, by_id))
+    summary["calibration"] = report_calibration(  # pneumo.pipeline.calibration: cross-fitted on the OOF outputs
+        summary, oof, {i: int(r.target) for i, r in by_id.items()}, {i: r.patient_id for i, r in by_id.items()},
+        settings.work / "figures", pipeline.log)
     write_summary(settings.work, summary)
     pipeline.log(f"summary written to {settings.work / 'summary.json'}")
     return summary
@@ -288,7 +293,7 @@ def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFO
             return {key: [o for j in folds for o in restricted[key][j]] for key in keys}
 
         base = EnsembleSpec(members=tuple(members), classifier=classifier, fusion=FusionParams(tta_flip=variant == "tta"))
-        maps, aucs = [], []
+        maps, aucs, crossfit_probs, crossfit_ids = [], [], [], []
         for k in range(k_folds):
             others = [j for j in range(k_folds) if j != k]
             tuned = tune_ensemble(base, member_outputs(others), [g for j in others for g in gts[j]])
@@ -296,6 +301,8 @@ def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFO
             maps.append(float(evaluate_spec(tuned, mine, gts[k])))
             probs = [ensemble_probability(tuned, {key: mine[key][i] for key in tuned.model_keys}) for i in range(len(gts[k]))]
             aucs.append(float(roc_auc(np.array(probs), np.array(labels[k]))))
+            crossfit_probs.append([float(v) for v in probs])  # fold k's images, scored by the spec tuned without them
+            crossfit_ids.append(list(ids_per_fold[k]))
         everything = list(range(k_folds))
         all_gts = [g for j in everything for g in gts[j]]
         final = tune_ensemble(base, member_outputs(everything), all_gts, context={
@@ -308,7 +315,8 @@ def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFO
             "map_folds": maps, "map_mean_std": mean_std(maps), "auc_folds": aucs, "auc_mean_std": mean_std(aucs),
             "oof_auc": float(roc_auc(np.array(probs), np.array([label for f in labels for label in f]))),
             "tuned_on_all_oof_map": final.tuning["map"], "fusion": dataclasses.asdict(final.fusion),
-            "member_weights": {m.model: m.weight for m in final.members}, "spec": final.to_dict()}
+            "member_weights": {m.model: m.weight for m in final.members}, "spec": final.to_dict(),
+            "crossfit_probability_folds": crossfit_probs, "crossfit_ids_folds": crossfit_ids}
         pipeline.log(f"ensemble ({variant}): cross-fitted mAP {results[variant]['map_mean_std'][0]:.4f} +- "
                      f"{results[variant]['map_mean_std'][1]:.4f}, AUC {results[variant]['auc_mean_std'][0]:.4f}")
         if best is None or results[variant]["map_mean_std"][0] > results[best]["map_mean_std"][0]:

@@ -3,8 +3,9 @@
 Per shipped name: the ``final`` (all-data) model's last epoch with thresholds tuned on every OOF output, or,
 where no final run exists, the best CV fold's last-epoch model with that fold's thresholds; re-saved in fp16
 with the CV metrics and the experiment in ``extra["shipping"]``. Then ``ensemble.json`` (the spec tuned in
-``report``), ``baseline.json`` (fitted on every RSNA image), ``cv_summary.json`` and the model cards
-(``pneumo.pipeline.cards``). Decision support, not diagnosis: the cards say so.
+``report``, with its out-of-fold calibrator), ``baseline.json`` (fitted on every RSNA image), ``cv_summary.json``
+and the model cards (``pneumo.pipeline.cards``). Each ``<name>.pt`` gets its out-of-fold calibrator as a sidecar
+``<name>.calibration.json`` bound to its sha256 (``pneumo.pipeline.calibration``; none when ``report`` skipped it). Decision support, not diagnosis: the cards say so.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pneumo.pipeline.calibration import copy_figures, ship_sidecar, with_ensemble_calibration
 from pneumo.pipeline.cv import Pipeline, read_summary
 from pneumo.files import atomic_write_bytes
 from pneumo.pipeline.oof import OOF_CHECKPOINT
@@ -59,6 +61,7 @@ def ship_one(pipeline: Pipeline, summary: dict, shipped: str, name: str) -> dict
     target = models / f"{shipped}.pt"
     save_checkpoint(target, loaded.model, config=loaded.config, preprocess=loaded.preprocess, thresholds=thresholds,
                     metrics=metrics, data_fingerprint=loaded.meta.get("data_fingerprint"), extra=extra, half=True)
+    ship_sidecar(summary, shipped, target)  # the OOF-fitted calibrator, bound to these bytes (or a stale one removed)
     shutil.copyfile(run_dir / "history.csv", models / f"{shipped}.history.csv")
     pipeline.log(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB) from {name} fold {fold}")
     return {"experiment": name, "fold": fold, "metrics": metrics, "thresholds": thresholds,
@@ -105,7 +108,8 @@ def stage_ship(pipeline: Pipeline) -> None:
                     for shipped, name in summary["shipped_experiments"].items() if name}
     variant = summary.get("ensemble_variant")
     if variant:
-        EnsembleSpec.from_dict(summary["ensemble"][variant]["spec"]).save(settings.models / "ensemble.json")
+        spec = EnsembleSpec.from_dict(summary["ensemble"][variant]["spec"])
+        with_ensemble_calibration(summary, spec).save(settings.models / "ensemble.json")
         pipeline.log(f"shipped {settings.models / 'ensemble.json'} ({variant})")
     records = pipeline.records
     fit_baseline([r.boxes for r in records], [image_size(Path(r.path)) for r in records]).save(
@@ -113,9 +117,12 @@ def stage_ship(pipeline: Pipeline) -> None:
     atomic_write_bytes(settings.work / "shipped.json", json.dumps(json_safe(shipped_info), indent=2, default=str).encode())
     record = json.loads(json.dumps(summary))  # the CV record shipped beside the models (without the spec copies)
     for result in record.get("ensemble", {}).values():
-        result.pop("spec", None)
+        for key in ("spec", "crossfit_probability_folds", "crossfit_ids_folds"):
+            result.pop(key, None)
     record["shipped"] = {n: {k: i[k] for k in ("experiment", "fold", "params", "bytes", "train_seconds", "epochs",
                                                 "best_epoch")} for n, i in shipped_info.items()}
     atomic_write_bytes(settings.models / "cv_summary.json", (json.dumps(json_safe(record), indent=1) + "\n").encode())
+    if settings.docs:  # the OOF reliability diagrams beside the docs, where the cards link them
+        copy_figures(summary, settings.work / "figures", Path(settings.docs).parent / "figures")
     write_cards(summary, shipped_info, settings.models, settings.docs)
     pipeline.log(f"model cards written to {settings.models}" + (f" and {settings.docs}" if settings.docs else ""))

@@ -5,7 +5,7 @@
 1-3 and 5 ask for a patient id, find ``<id>.dcm`` under the images folder (recursively), print the
 probability and boxes (RSNA ``x y width height`` in original pixels), the ground truth when labels are
 given, and write an overlay PNG (predictions orange, ground truth green). 4 prints the figures to trust
-(cross-validated, from the model cards, and held out on rsna-plus, from ``heldout.json``; see
+(out-of-fold AUC / mAP and calibration of each shipped model, from ``models/cv_summary.json``; see
 ``pneumo.evaluation.figures``) and plots each shipped model's ``<name>.history.csv``, labelled as what it is:
 training data (the shipped weights were fitted on every image of those curves). Works in a terminal and with piped input; EOF exits.
 Everything printed is decision support, not a diagnosis.
@@ -214,16 +214,15 @@ class Console:
     # ---------------------------------------------------------------- 4: metrics
 
     def plot_metrics(self) -> None:
-        from pneumo.evaluation.figures import card_metrics, heldout_figures
+        from pneumo.evaluation.figures import shipped_figures
         from pneumo.training.history import read_history_csv
 
         if self.model_dir is None:
             self.say("No model folder known: pass --model-dir.")
             return
-        heldout = heldout_figures(self.model_dir)
-        names = [n for n in SUMMARY_MODELS if (self.model_dir / f"{n}.md").is_file() or n in heldout.get("models", {})]
-        if names:
-            self.say(format_figures({n: card_metrics(self.model_dir, n) for n in names}, heldout))
+        figures = shipped_figures(self.model_dir)
+        if figures:
+            self.say(format_figures({n: figures[n] for n in SUMMARY_MODELS if n in figures}))
         histories = {}
         for name in HISTORY_MODELS:
             path = self.model_dir / f"{name}.history.csv"
@@ -243,13 +242,6 @@ class Console:
         self.say(f"Training-data curves (in-sample) written to {path}")
 
 
-def _mean_std(metrics: Mapping[str, Any], key: str) -> str:
-    mean, std = metrics.get(f"{key}_mean"), metrics.get(f"{key}_std")
-    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.3f} ± {std:.3f}" if isinstance(std, (int, float)) and math.isfinite(std) else f"{mean:.3f}"
-
-
 def _interval(entry: Any) -> str:
     if not isinstance(entry, Mapping) or not isinstance(entry.get("estimate"), (int, float)):
         return "n/a"
@@ -259,28 +251,25 @@ def _interval(entry: Any) -> str:
     return f"{entry['estimate']:.3f}"
 
 
-def format_figures(cv: Mapping[str, Mapping[str, Any]], heldout: Mapping[str, Any]) -> str:
-    """The figures to trust, one row per model: cross-validated AUC and mAP (mean ± std over folds, from the
-    model cards) and, where ``heldout`` has them, AUC, mAP and ECE (raw -> calibrated) on the held-out data
-    with 95 % patient-bootstrap intervals."""
-    folds = next((int(m["cv_folds"]) for m in cv.values() if isinstance(m.get("cv_folds"), (int, float))), None)
-    held = heldout.get("models", {}) if isinstance(heldout, Mapping) else {}
-    header = (f"{'model':<10} {'CV AUC':>15} {'CV mAP':>15} {'held-out AUC [95% CI]':>23} "
-              f"{'held-out mAP [95% CI]':>23} {'held-out ECE raw -> calibrated':>31}")
-    lines = [
-        "Cross-validated figures (out-of-fold, "
-        + (f"{folds}-fold, " if folds else "") + "from the model cards)"
-        + (f" and held-out figures ({heldout.get('data', 'held-out data')})" if held else "") + ":",
-        header, "-" * len(header),
-    ]
-    for name in cv:
-        h = held.get(name, {})
-        ece = (f"{_interval(h.get('ece_raw'))} -> {_interval(h.get('ece_calibrated'))}"
-               if h.get("ece_raw") else "n/a")
-        n = f" (n={h['n']})" if isinstance(h.get("n"), int) else ""
-        lines.append(f"{name:<10} {_mean_std(cv[name], 'cv_auc'):>15} {_mean_std(cv[name], 'cv_map'):>15} "
-                     f"{_interval(h.get('auc')):>23} {_interval(h.get('map')):>23} {ece:>31}{n}")
+def format_figures(figures: Mapping[str, Mapping[str, Any]]) -> str:
+    """The figures to trust, one row per model (``pneumo.evaluation.figures.shipped_figures``): out-of-fold AUC
+    and mAP (mean ± std over folds), the images they were measured on, and the calibration's cross-fitted ECE
+    raw -> calibrated with 95 % patient-bootstrap intervals."""
+    header = (f"{'model':<10} {'AUC':>15} {'mAP':>15} {'ECE raw -> calibrated [95% CI]':>40}  measured on")
+    lines = ["Out-of-fold figures (each image scored by a model that never trained on it; from models/cv_summary.json):",
+             header, "-" * len(header)]
+    for name, f in figures.items():
+        ece = (f"{_interval(f.get('ece_raw'))} -> {_interval(f.get('ece_calibrated'))}"
+               if f.get("ece_raw") else "n/a")
+        lines.append(f"{name:<10} {_pair(f.get('auc')):>15} {_pair(f.get('map')):>15} {ece:>40}  {f.get('scope', '')}")
     return "\n".join(lines)
+
+
+def _pair(value: Any) -> str:
+    """(mean, std) -> "0.836 ± 0.012"; "n/a" when missing."""
+    if not value or value[0] is None or not math.isfinite(value[0]):
+        return "n/a"
+    return f"{value[0]:.3f} ± {value[1]:.3f}"
 
 
 def format_summary(histories: Mapping[str, list[Any]]) -> str:

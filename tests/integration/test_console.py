@@ -175,27 +175,26 @@ def test_summary_table_values() -> None:
     assert lines[3].split() == ["unet", "3", "0.7000", "(ep", "2)", "0.1200", "0.7500"]
 
 
-def test_figures_table_shows_cv_and_heldout_figures_not_in_sample_ones() -> None:
+def test_figures_table_shows_out_of_fold_figures_not_in_sample_ones() -> None:
     from pneumo.console import format_figures
 
-    cv = {"chexnet": {"cv_auc_mean": 0.7433, "cv_auc_std": 0.0344, "cv_map_mean": 0.0019, "cv_map_std": 0.0024,
-                      "cv_folds": 3}, "unet": {}}
-    heldout = {"data": "rsna-plus, held out", "models": {"chexnet": {
-        "n": 1037, "auc": {"estimate": 0.793, "low": 0.76, "high": 0.82}, "map": {"estimate": 0.006},
-        "ece_raw": {"estimate": 0.133, "low": 0.11, "high": 0.15}, "ece_calibrated": {"estimate": 0.026}}}}
-    lines = format_figures(cv, heldout).splitlines()
-    assert "3-fold" in lines[0] and "rsna-plus, held out" in lines[0]
-    assert lines[3].split() == ["chexnet", "0.743", "±", "0.034", "0.002", "±", "0.002", "0.793", "[0.760,",
-                                "0.820]", "0.006", "0.133", "[0.110,", "0.150]", "->", "0.026", "(n=1037)"]
-    assert lines[4].split() == ["unet", "n/a", "n/a", "n/a", "n/a", "n/a"]
+    figures = {"chexnet": {"auc": (0.8361, 0.0123), "map": (0.0019, 0.0024), "scope": "5-fold, 1247 images",
+                           "ece_raw": {"estimate": 0.133, "low": 0.11, "high": 0.15},
+                           "ece_calibrated": {"estimate": 0.026}},
+               "unet": {"auc": (0.71, 0.02), "map": (0.06, 0.01), "scope": "5-fold, 1037 images outside rsna-mini"},
+               "maskrcnn": {}}
+    lines = format_figures(figures).splitlines()
+    assert "Out-of-fold" in lines[0] and "never trained on it" in lines[0]
+    assert lines[3].split() == ["chexnet", "0.836", "±", "0.012", "0.002", "±", "0.002", "0.133", "[0.110,", "0.150]",
+                                "->", "0.026", "5-fold,", "1247", "images"]
+    assert lines[4].split()[-4:] == ["1037", "images", "outside", "rsna-mini"]
+    assert lines[5].split() == ["maskrcnn", "n/a", "n/a", "n/a"]
 
 
 def test_plot_metrics_on_the_shipped_models_shows_their_cv_figures(rsna_mini: Path, tmp_path: Path) -> None:
-    """[4] on models/: the classifier's CV AUC from its card, the held-out figures, training-data curves."""
-    import json as _json
-
+    """[4] on models/: every shipped model's out-of-fold figures and calibration, training-data curves."""
     from pneumo.console import Console
-    from pneumo.evaluation.figures import card_metrics, heldout_figures
+    from pneumo.evaluation.figures import shipped_figures
     from pneumo.service import InferenceService
 
     models = Path(__file__).resolve().parents[2] / "models"
@@ -203,12 +202,11 @@ def test_plot_metrics_on_the_shipped_models_shows_their_cv_figures(rsna_mini: Pa
     Console(InferenceService(models, num_threads=1), rsna_mini, tmp_path, stdin=io.StringIO("4\nq\n"),
             stdout=out).run()
     text = out.getvalue()
-    cv = card_metrics(models, "chexnet")
-    row = next(line for line in text.splitlines() if line.startswith("chexnet ") and "±" in line)
-    assert f"{cv['cv_auc_mean']:.3f} ± {cv['cv_auc_std']:.3f}" in row
-    heldout = heldout_figures(models)
-    if heldout:
-        assert f"{heldout['models']['chexnet']['auc']['estimate']:.3f}" in row
-        assert _json.dumps(heldout)  # a readable file
+    figures = shipped_figures(models)
+    assert set(figures) == {"chexnet", "unet", "maskrcnn", "ensemble"}
+    for name, f in figures.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"{name} ") and "±" in line)
+        assert f"{f['auc'][0]:.3f} ± {f['auc'][1]:.3f}" in row and f["scope"] in row
+        assert f"{f['ece_calibrated']['estimate']:.3f}" in row
     assert "best val" not in text and "validation AUC" not in text
     assert (tmp_path / "model_metrics.png").is_file()

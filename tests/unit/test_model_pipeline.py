@@ -52,7 +52,7 @@ def test_mean_std_ignores_missing_values():
 # ---- experiment files ---------------------------------------------------------------------------------------
 def test_every_shipped_experiment_file_loads_and_resolves():
     experiments = load_experiments(EXPERIMENTS)
-    assert len(experiments) == 15 and {e.kind for e in experiments.values()} == {"cv", "pretrain", "fixed"}
+    assert len(experiments) == 16 and {e.kind for e in experiments.values()} == {"cv", "pretrain", "fixed"}
     assert {e.ships_as for e in experiments.values() if e.kind == "cv"} == {"unet", "maskrcnn", "chexnet"}
     for fixed in ("unet-rsna-mini", "maskrcnn-rsna-mini"):  # pinned to the shipped file (until it is re-shipped)
         experiment = experiments[fixed]
@@ -361,3 +361,22 @@ def test_cards_state_the_out_of_fold_calibration_with_intervals_and_link_the_dia
     table = page.split("## Calibration (out-of-fold, cross-fitted)")[1].split("## Shipped files")[0]
     assert f"| chexnet ([diagram](figures/reliability-oof-chexnet.png)) | {fitted['chosen']} |" in table
     assert "| unet | not fitted (too little data)" in table
+
+
+def test_the_ablation_table_quotes_both_sides_of_each_comparison():
+    from pneumo.pipeline.cards import ablation_text
+
+    summary = _summary()
+    summary["experiments"]["chexnet-a"]["tta"] = _plain(0.0, 0.73)
+    summary["experiments"]["chexnet-a"]["kind"] = "cv"
+    summary["experiments"]["chexnet-old"] = {**_experiment("chexnet", 0.0, 0.61), "kind": "fixed", "scored_images": 90,
+                                             "trained_on": ["rsna-mini"],
+                                             "shipped_same_images": {"experiment": "chexnet-a", **_plain(0.0, 0.66)}}
+    summary["partial_experiments"] = {"chexnet-long": {"overrides": ["image_size=256", "epochs=6"], "folds_done": [0],
+                                                       "auc_folds": [0.787], "reference_auc_same_folds": {"chexnet-a": [0.836]}}}
+    text = ablation_text(summary)
+    assert "| chexnet-long (image_size=256, epochs=6) instead of chexnet-a | AUC, fold(s) 0 | 0.836 | 0.787 |" in text
+    assert "| chexnet-a: flip TTA | AUC / mAP, 3 folds | 0.700 ± 0.020 / 0.000 ± 0.010 | 0.730 ± 0.020 / 0.000 ± 0.010 |" in text
+    assert ("| training data: rsna-mini (chexnet-old) -> this run's folds (chexnet-a) | AUC / mAP on the same 90 images | "
+            "0.610 ± 0.020 / 0.000 ± 0.010 | 0.660 ± 0.020 / 0.000 ± 0.010 |") in text
+    assert ablation_text({"experiments": {}, "folds": 3}) == ""

@@ -3,6 +3,10 @@
 * Cross-validated (``cv``): the fenced ```json metrics block of each model card ``<model_dir>/<name>.md``
   (out-of-fold figures recorded when the models were chosen; keys ``cv_auc_mean``, ``cv_auc_std``,
   ``cv_map_mean``, ``cv_map_std``, ``cv_folds``).
+* Out-of-fold, per shipped model (``shipped_figures``): ``<model_dir>/cv_summary.json`` from ``pneumo models``:
+  each model's mean ± std over folds, the images it was scored on (a fixed checkpoint: only those from folders
+  it never trained on) and its calibration's cross-fitted ECE before / after with 95 % patient-bootstrap
+  intervals.
 * Held out (``heldout``): ``<model_dir>/heldout.json`` from ``scripts/heldout_calibration.py``: the shipped
   weights run on patients they never saw (rsna-plus), with 95 % patient-bootstrap intervals.
 * Anything in ``<name>.history.csv`` of a shipped model is in-sample: the shipped weights were fitted on all
@@ -27,6 +31,45 @@ def card_metrics(model_dir: Path, name: str) -> dict[str, Any]:
         return dict(json.loads(match.group(1))) if match else {}
     except (OSError, ValueError):
         return {}
+
+
+SUMMARY_FILE = "cv_summary.json"
+
+
+def shipped_figures(model_dir: Path) -> dict[str, dict[str, Any]]:
+    """{shipped name or "ensemble": {"auc", "map": (mean, std), "folds", "images", "scope", "ece_raw",
+    "ece_calibrated": {"estimate", "low", "high"} | None, "calibration": method | None}} from
+    ``<model_dir>/cv_summary.json`` ({} when missing or unreadable)."""
+    try:
+        summary = json.loads((Path(model_dir) / SUMMARY_FILE).read_text(encoding="utf-8"))
+        experiments, k = summary["experiments"], int(summary["folds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    calibration = summary.get("calibration") or {}
+    total = (summary.get("data") or {}).get("images")
+    out: dict[str, dict[str, Any]] = {}
+    rows = [(n, experiments.get(e)) for n, e in (summary.get("shipped_experiments") or {}).items() if e]
+    variant = summary.get("ensemble_variant")
+    if variant:
+        scope = summary.get("ensemble_scored_on") or {}
+        rows.append(("ensemble", {**summary["ensemble"][variant], "scored_images": scope.get("images", total),
+                                  "plain": summary["ensemble"][variant], "kind": "ensemble"}))
+    for name, entry in rows:
+        if not entry:
+            continue
+        images = entry.get("scored_images", total)
+        if entry.get("kind") == "fixed":
+            where = f"{images} images outside {', '.join(entry.get('trained_on') or [])} (not retrained)"
+        else:
+            where = f"{images} images" + ("" if images == total else f" of {total} (no member trained on them)")
+        cal = calibration.get(name) or {}
+        fitted = cal.get("status") == "fitted"
+        out[name] = {"auc": tuple(entry["plain"]["auc_mean_std"]), "map": tuple(entry["plain"]["map_mean_std"]),
+                     "folds": k, "images": images, "scope": f"{k}-fold, {where}",
+                     "ece_raw": cal["raw"]["ece_width"] if fitted else None,
+                     "ece_calibrated": cal["calibrated"]["ece_width"] if fitted else None,
+                     "calibration": cal.get("chosen") if fitted else None}
+    return out
 
 
 def heldout_figures(model_dir: Path) -> dict[str, Any]:

@@ -138,15 +138,19 @@ def report_calibration(summary: Mapping[str, Any], oof: Mapping[str, Sequence[OO
     inputs: dict[str, tuple] = {}
     for shipped, name in (summary.get("shipped_experiments") or {}).items():
         if name and name in oof:
-            inputs[shipped] = (*fold_inputs(oof[name], target, patient), f"{shipped} ({name})",
-                               {"data": f"{data} out-of-fold outputs of {name}, plain"})
+            entry = (summary.get("experiments") or {}).get(name) or {}
+            source = (f"outputs of the fixed checkpoint {name} on the {entry.get('scored_images')} {data} images "
+                      f"outside {', '.join(entry.get('trained_on') or [])}, plain" if entry.get("kind") == "fixed"
+                      else f"{data} out-of-fold outputs of {name}, plain")
+            inputs[shipped] = (*fold_inputs(oof[name], target, patient), f"{shipped} ({name})", {"data": source})
     variant = summary.get("ensemble_variant")
     ensemble = (summary.get("ensemble") or {}).get(variant) if variant else None
     if ensemble and "crossfit_probability_folds" in ensemble:
         ids = ensemble["crossfit_ids_folds"]
         inputs[ENSEMBLE] = (ensemble["crossfit_probability_folds"], [[int(target[i]) for i in f] for f in ids],
                             [[patient[i] for i in f] for f in ids], f"ensemble ({variant}, cross-fitted)",
-                            {"data": f"{data} cross-fitted ensemble ({variant}) probabilities"})
+                            {"data": f"{data} cross-fitted ensemble ({variant}) probabilities of "
+                                     f"{sum(len(f) for f in ids)} images"})
     for key, (probabilities, labels, patients, title, fitted_on) in inputs.items():
         result = oof_calibration(probabilities, labels, patients, title, figures / figure_name(key), n_boot,
                                  fitted_on=fitted_on)

@@ -368,6 +368,48 @@ def ensemble_card(summary: dict, shipped_info: dict) -> str:
     ])
 
 
+def ablation_text(summary: dict) -> str:
+    """"What moved the numbers": each comparison the run holds, both sides on the same folds and images
+    (partial CVs on their finished folds, flip TTA, a fixed checkpoint vs the shipped recipe, the ensemble vs
+    its members, calibration). Empty when the run has none."""
+    rows = []
+    for name, p in (summary.get("partial_experiments") or {}).items():
+        for other, ref in p["reference_auc_same_folds"].items():
+            rows.append(f"| {name} ({', '.join(p['overrides'][:2])}) instead of {other} | AUC, fold(s) "
+                        f"{', '.join(map(str, p['folds_done']))} | {folds_text(ref)} | {folds_text(p['auc_folds'])} |")
+    for name, e in summary["experiments"].items():
+        if "tta" in e:
+            rows.append(f"| {name}: flip TTA | AUC / mAP, {summary['folds']} folds | {fmt(e['plain']['auc_mean_std'])} "
+                        f"/ {fmt(e['plain']['map_mean_std'])} | {fmt(e['tta']['auc_mean_std'])} / "
+                        f"{fmt(e['tta']['map_mean_std'])} |")
+        rival = e.get("shipped_same_images")
+        if rival:
+            rows.append(f"| training data: {', '.join(e['trained_on'])} ({name}) -> this run's folds "
+                        f"({rival['experiment']}) | AUC / mAP on the same {e['scored_images']} images | "
+                        f"{fmt(e['plain']['auc_mean_std'])} / {fmt(e['plain']['map_mean_std'])} | "
+                        f"{fmt(rival['auc_mean_std'])} / {fmt(rival['map_mean_std'])} |")
+    scope = summary.get("ensemble_scored_on") or {}
+    variant = summary.get("ensemble_variant")
+    if variant:
+        ours = summary["ensemble"][variant]
+        for member, alone in (scope.get("members_same_images") or {}).items():
+            rows.append(f"| {member} alone -> ensemble ({variant}) | AUC / mAP on the same {scope['images']} images | "
+                        f"{fmt(alone['auc_mean_std'])} / {fmt(alone['map_mean_std'])} | "
+                        f"{fmt(ours['auc_mean_std'])} / {fmt(ours['map_mean_std'])} |")
+        if "plain" in summary["ensemble"] and variant != "plain":
+            plain = summary["ensemble"]["plain"]
+            rows.append(f"| ensemble: flip TTA | AUC / mAP | {fmt(plain['auc_mean_std'])} / {fmt(plain['map_mean_std'])} "
+                        f"| {fmt(ours['auc_mean_std'])} / {fmt(ours['map_mean_std'])} |")
+    for name, c in (summary.get("calibration") or {}).items():
+        if c.get("status") == "fitted":
+            rows.append(f"| {name}: calibration ({c['chosen']}, cross-fitted) | ECE | "
+                        f"{c['raw']['ece_width']['estimate']:.3f} | {c['calibrated']['ece_width']['estimate']:.3f} |")
+    if not rows:
+        return ""
+    return "\n".join(["## What moved the numbers (same folds, same images on both sides)", "",
+                      "| change | measured as | before | after |", "|---|---|---|---|", *rows, ""])
+
+
 def docs_text(summary: dict, shipped_info: dict) -> str:
     k = summary["folds"]
     data = data_facts(summary)
@@ -442,6 +484,7 @@ over folds on a shared 2-core CPU.
 Training minutes are wall time on a 2-core CPU that other jobs sometimes shared, so they do not compare speeds
 between rows. {tta}
 {prior}{pretrain}
+{ablation_text(summary)}
 ## Shipped files
 
 | file | weights from | parameters | size | training time |

@@ -160,6 +160,15 @@ class Pipeline:
                               f"{', '.join(experiment.trained_on) or 'no folder'} hold(s) {seen} of this run's")
         return [r for r in records if self.source_of[r.image_id] not in experiment.trained_on]
 
+    def fixed_unavailable(self, experiment: Experiment) -> str | None:
+        """Why a fixed experiment's checkpoint cannot be used now (missing, or re-shipped since the experiment
+        pinned it: its sha256 differs), or None. Such an experiment is left out of the run, with this reason."""
+        try:
+            experiment.checkpoint_path(self.settings.root)
+        except ConfigError as error:
+            return str(error)
+        return None
+
     def fixed_meta(self, experiment: Experiment) -> dict:
         """A fixed experiment's checkpoint metadata (its sha256 checked first)."""
         from pneumo.models.checkpoint import read_checkpoint_meta
@@ -263,6 +272,10 @@ def stage_cv(pipeline: Pipeline) -> None:
             train, val = pipeline.fold_split(fold)
             run_dir = pipeline.settings.work / "cv" / name / f"fold{fold}"
             if experiment.kind == "fixed":  # nothing to train: the fold's patients it never saw, predicted
+                why = pipeline.fixed_unavailable(experiment)
+                if why:
+                    pipeline.log(f"{label}: left out: {why}")
+                    continue
                 scored = pipeline.scored_records(experiment, val)
                 started = time.monotonic()
                 predict_oof(run_dir, scored, experiment.family, experiment.tta,

@@ -112,7 +112,11 @@ def stage_report(pipeline: Pipeline) -> dict:
                                "threads": settings.threads, "data": data_summary(pipeline), "experiments": {}}
     oof: dict[str, list[OOFOutputs]] = {}
     partial: dict[str, dict[int, OOFOutputs]] = {}
-    for name in pipeline.cv_experiments():
+    for name, experiment in pipeline.cv_experiments().items():
+        why = pipeline.fixed_unavailable(experiment) if experiment.kind == "fixed" else None
+        if why:
+            pipeline.log(f"report: {name} left out: {why}")
+            continue
         done = load_cv_oof(pipeline, name)
         if len(done) < settings.folds:
             if done:
@@ -175,7 +179,8 @@ def stage_report(pipeline: Pipeline) -> dict:
         aucs = [float(roc_auc(np.array([o.probability for o in f.variants["plain"]]),
                               np.array([int(by_id[i].target) for i in f.ids]))) for _, f in sorted(done.items())]
         refs = {other: [e["plain"]["auc_folds"][k] for k in sorted(done)]
-                for other, e in summary["experiments"].items() if e["family"] == experiment.family}
+                for other, e in summary["experiments"].items()
+                if e["family"] == experiment.family and e["kind"] == "cv"}
         summary.setdefault("partial_experiments", {})[name] = {
             "family": experiment.family, "overrides": experiment.settings(), "partial": True,
             "folds_done": sorted(done), "auc_folds": aucs, "auc_mean_std": mean_std(aucs),
@@ -202,6 +207,11 @@ def stage_report(pipeline: Pipeline) -> dict:
         shipped: choose_experiment(summary["experiments"], names,
                                    "auc" if pipeline.experiments[names[0]].family == "chexnet" else "map")
         for shipped, names in candidates.items()}
+    for name, entry in summary["experiments"].items():  # a fixed one beside the shipped recipe, same images
+        rival = summary["shipped_experiments"].get(entry["family"])
+        if entry["kind"] == "fixed" and rival in oof and summary["experiments"][rival]["kind"] == "cv":
+            entry["shipped_same_images"] = {"experiment": rival,
+                                            **figures_on(oof[rival], [f.ids for f in oof[name]], by_id)}
     summary.update(ensemble_figures(pipeline, summary, oof, by_id))
     summary["calibration"] = report_calibration(  # pneumo.pipeline.calibration: cross-fitted on the OOF outputs
         summary, oof, {i: int(r.target) for i, r in by_id.items()}, {i: r.patient_id for i, r in by_id.items()},
@@ -224,6 +234,16 @@ def restrict(folds: list[OOFOutputs], ids_per_fold: list[list[str]], variant: st
         index = {image_id: i for i, image_id in enumerate(fold.ids)}
         out.append([fold.variants[variant][index[i]] for i in ids])
     return out
+
+
+def figures_on(folds: list[OOFOutputs], ids_per_fold: list[list[str]], by_id: dict) -> dict[str, Any]:
+    """One experiment's plain OOF figures on ``ids_per_fold`` only: per-fold mAP (thresholds tuned on the other
+    folds) and AUC, each with (mean, std)."""
+    gts, labels = fold_truth(by_id, ids_per_fold)
+    outs = [as_pairs(f) for f in restrict(folds, ids_per_fold, "plain")]
+    maps, _ = crossfit_map(outs, gts)
+    aucs = fold_aucs(outs, labels)
+    return {"map_folds": maps, "map_mean_std": mean_std(maps), "auc_folds": aucs, "auc_mean_std": mean_std(aucs)}
 
 
 def common_ids(oof: dict[str, list[OOFOutputs]], names: Sequence[str]) -> list[list[str]]:
@@ -281,11 +301,7 @@ def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFO
     results, best = {}, None
     same_images = {}
     for key, name in zip(keys, used):  # each member alone on the ensemble's images
-        outs = [as_pairs(f) for f in restrict(oof[name], ids_per_fold, "plain")]
-        maps, _ = crossfit_map(outs, gts)
-        aucs = fold_aucs(outs, labels)
-        same_images[key] = {"experiment": name, "map_folds": maps, "map_mean_std": mean_std(maps),
-                            "auc_folds": aucs, "auc_mean_std": mean_std(aucs)}
+        same_images[key] = {"experiment": name, **figures_on(oof[name], ids_per_fold, by_id)}
     for variant in variants:
         restricted = {key: restrict(oof[name], ids_per_fold, variant) for key, name in zip(keys, used)}
 

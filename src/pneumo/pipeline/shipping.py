@@ -83,6 +83,7 @@ def ship_fixed(pipeline: Pipeline, summary: dict, shipped: str, name: str) -> di
         if src.is_file() and src.resolve() != dst.resolve():
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
+    ship_sidecar(summary, shipped, target)  # calibrated on its outputs of the patients it never saw
     loaded = load_checkpoint(target, expected_family=experiment.family)
     extra = loaded.meta.get("extra") or {}
     pipeline.log(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB): fixed checkpoint of {name}, unchanged")

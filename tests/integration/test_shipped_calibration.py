@@ -15,7 +15,8 @@ from pneumo.samples import sample_files
 from pneumo.service import InferenceService
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
-NAMES = ("chexnet", "unet", "maskrcnn", "ensemble")
+#: the models the last ``pneumo models`` run calibrated (unet was not part of it: its sidecar is older)
+NAMES = ("chexnet", "maskrcnn", "ensemble")
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +52,8 @@ def test_cards_state_the_out_of_fold_calibration_of_these_weights(recorded: dict
     assert f"Method **{entry['chosen']}**" in section
     assert ci_text(entry["raw"]["ece_width"]) in section and ci_text(entry["calibrated"]["ece_width"]) in section
     assert ci_text(entry["calibrated"]["sensitivity_at_90_specificity"]) in section
+
+
+def test_every_shipped_checkpoint_has_a_calibrator_bound_to_its_weights(service: InferenceService) -> None:
+    for name in ("chexnet", "unet", "maskrcnn"):  # a sidecar for other weights would be ignored (None)
+        assert service.predictor(name).calibrator is not None, name

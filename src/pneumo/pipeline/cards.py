@@ -499,7 +499,8 @@ or CV mAP (unet, maskrcnn) among the rows above.
 ## Retraining
 
 ```
-make models            # = pneumo models pretrain cv report final ship --data DIR... --nih DIR --out runs/models
+make models            # = pneumo models cv report ship --data rsna-mini rsna-plus --folds 5 --experiments ...
+make models MODELS_EXPERIMENTS= MODELS_STAGES="pretrain cv report final ship"   # every family from scratch
 ```
 
 runs in the background-friendly way (no progress bars, one log line per epoch) and keeps its log in

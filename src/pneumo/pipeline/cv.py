@@ -161,12 +161,18 @@ class Pipeline:
         return [r for r in records if self.source_of[r.image_id] not in experiment.trained_on]
 
     def fixed_unavailable(self, experiment: Experiment) -> str | None:
-        """Why a fixed experiment's checkpoint cannot be used now (missing, or re-shipped since the experiment
-        pinned it: its sha256 differs), or None. Such an experiment is left out of the run, with this reason."""
+        """Why a fixed experiment cannot be used in this run (its checkpoint missing, or re-shipped since the
+        experiment pinned it: its sha256 differs; a fold without both classes outside ``trained_on``), or None.
+        Such an experiment is left out of the run, with this reason."""
         try:
             experiment.checkpoint_path(self.settings.root)
         except ConfigError as error:
             return str(error)
+        for fold in range(self.settings.folds):
+            labels = {int(r.target) for r in self.scored_records(experiment, self.fold_split(fold)[1])}
+            if labels != {0, 1}:
+                return (f"fold {fold} holds no {'positive' if 1 not in labels else 'negative'} image outside "
+                        f"{', '.join(experiment.trained_on)} to score it on")
         return None
 
     def fixed_meta(self, experiment: Experiment) -> dict:

@@ -255,6 +255,7 @@ def fixed_card_text(name: str, info: dict, summary: dict) -> str:
     split = info.get("own_split") or {}
     own = info.get("own_cv") or {}
     seen = ", ".join(info["trained_on"]) or "none of this run's folders"
+    metrics = info["metrics"]
     thresholds = info["thresholds"]
     lines = [
         f"# Model card: `{name}`",
@@ -269,8 +270,10 @@ def fixed_card_text(name: str, info: dict, summary: dict) -> str:
         "## Training data of these weights",
         f"- Trained on {split.get('n_train', 'n/a')} images of {seen} ({config.get('image_size')} px, "
         f"{info['epochs']} epochs); its own cross-validation there "
-        f"({split.get('folds', 'n/a')} folds): mAP per fold {folds_text(own.get('map_folds') or [])}, AUC per fold "
-        f"{folds_text(own.get('auc_folds') or [])}.",
+        f"({split.get('folds', 'n/a')} folds, the figures stored in the checkpoint): mAP "
+        f"{fmt((metrics.get('cv_map_mean'), metrics.get('cv_map_std')))} (per fold "
+        f"{folds_text(own.get('map_folds') or [])}), AUC {fmt((metrics.get('cv_auc_mean'), metrics.get('cv_auc_std')))} "
+        f"(per fold {folds_text(own.get('auc_folds') or [])}).",
         "",
         "## Architecture",
         f"{architecture(name, model_cfg)}. {info['params'] / 1e6:.2f} M parameters. Family config: "
@@ -441,7 +444,9 @@ def docs_text(summary: dict, shipped_info: dict) -> str:
                                                                    if i.get("fixed") else
                                                                    "all data" if i["fold"] < 0 else f"fold {i['fold']}")
                     + f" | {i['params'] / 1e6:.2f} M | "
-                    f"{i['bytes'] / 1e6:.1f} MB | {(i['train_seconds'] or 0) / 60:.1f} min |" for n, i in shipped_info.items()]
+                    f"{i['bytes'] / 1e6:.1f} MB | "
+                    + ("(earlier run)" if i.get("fixed") else f"{(i['train_seconds'] or 0) / 60:.1f} min") + " |"
+                    for n, i in shipped_info.items()]
     unet = summary["experiments"].get((summary.get("shipped_experiments") or {}).get("unet") or "unet", {})
     prior = ""
     if "prior_off" in unet:

@@ -150,6 +150,12 @@ def hardware() -> str:
     return f"{platform.machine()} CPU, 2 cores shared with other jobs, {platform.system()} (no GPU)"
 
 
+def metrics_block(metrics: dict) -> list[str]:
+    """The card's closing lines: the checkpoint's metrics as the fenced ``json metrics`` block tests read back."""
+    return ["## Metrics stored in the checkpoint", "```json metrics", json.dumps(metrics, indent=1, sort_keys=True),
+            "```", ""]
+
+
 def card_text(name: str, info: dict, summary: dict) -> str:
     entry = summary["experiments"][info["experiment"]]
     plain = entry["plain"]
@@ -236,11 +242,7 @@ def card_text(name: str, info: dict, summary: dict) -> str:
         "",
         INPUT_CHECK,
         "",
-        "## Metrics stored in the checkpoint",
-        "```json metrics",
-        json.dumps(info["metrics"], indent=1, sort_keys=True),
-        "```",
-        "",
+        *metrics_block(info["metrics"]),
     ]
     return "\n".join(lines)
 
@@ -301,11 +303,7 @@ def fixed_card_text(name: str, info: dict, summary: dict) -> str:
         "",
         INPUT_CHECK,
         "",
-        "## Metrics stored in the checkpoint",
-        "```json metrics",
-        json.dumps(info["metrics"], indent=1, sort_keys=True),
-        "```",
-        "",
+        *metrics_block(info["metrics"]),
     ]
     return "\n".join(lines)
 

@@ -7,6 +7,7 @@ import pytest
 
 from pneumo.data.augment import (
     AugmentConfig,
+    add_noise,
     adjust_intensity,
     affine,
     augment,
@@ -104,3 +105,33 @@ def test_intensity_changes_stay_in_range_and_keep_order():
         assert np.all(np.diff(out[0]) >= 0)  # monotone: anatomy's bright/dark order kept
     np.testing.assert_allclose(adjust_intensity(ramp, 0.0, 1.0, 1.0), ramp, atol=1e-6)
     assert adjust_intensity(ramp, 0.1, 1.0, 1.0).mean() > ramp.mean() + 0.05
+
+
+def test_pixel_noise_has_the_drawn_spread_keeps_range_and_boxes():
+    flat = np.full((S, S), 0.5, dtype=np.float32)
+    noisy = add_noise(flat, 0.02, np.random.default_rng(0))
+    assert noisy.dtype == np.float32 and noisy.shape == flat.shape
+    assert abs(float(noisy.mean()) - 0.5) < 0.002 and 0.018 < float(noisy.std()) < 0.022
+    assert 0.0 <= add_noise(np.zeros((S, S), np.float32), 0.1, np.random.default_rng(1)).min()
+    only_noise = AugmentConfig(hflip_p=0.0, affine_p=0.0, intensity_p=0.0, noise_p=1.0, noise_std=0.05)
+    image, boxes = _scene()
+    out, out_boxes = augment(image, boxes, np.random.default_rng(3), only_noise)
+    np.testing.assert_array_equal(out_boxes, boxes)
+    spread = float((out - image)[40:90, 40:90].std())  # a region spanning both levels, noise away from the clip
+    assert 0.0 < spread <= 0.05 * 1.2
+
+
+def test_noise_off_keeps_the_random_stream_of_earlier_recipes():
+    """noise_p = 0 (the default) draws nothing extra: a recipe without noise augments exactly as before."""
+    image, boxes = _scene()
+    explicit_off = AugmentConfig(noise_p=0.0, noise_std=0.05)
+    for seed in range(3):
+        a = augment(image, boxes, np.random.default_rng(seed))
+        b = augment(image, boxes, np.random.default_rng(seed), explicit_off)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    noisy = AugmentConfig(noise_p=1.0, noise_std=0.05)
+    a = augment(image, boxes, np.random.default_rng(0))
+    c = augment(image, boxes, np.random.default_rng(0), noisy)
+    np.testing.assert_array_equal(a[1], c[1])  # same geometry: noise is drawn after every other number
+    assert 0.0 < float(np.abs(c[0] - a[0]).max()) < 0.5

@@ -45,3 +45,12 @@ def test_flags_beat_set_beat_file_and_family_image_size_follows(tmp_path):
     assert (config.epochs, config.image_size, config.model.image_size) == (9, 160, 160)
     assert config.model.backbone == "resnet34" and config.model.detections_per_image == 3
     assert TrainConfig().model is None  # the family config is attached only by resolve/default_config
+
+
+@pytest.mark.parametrize("values", [{"augment": {"noise_p": 1.5}}, {"augment": {"noise_std": -0.1}},
+                                    {"augment": {"hflip_p": -0.2}}])
+def test_out_of_range_augmentation_is_refused(values):
+    from pneumo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="augment"):
+        config_from_dict("chexnet", values).validate()

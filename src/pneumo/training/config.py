@@ -108,6 +108,9 @@ class TrainConfig:
             (self.early_stopping.monitor in MONITORS, f"early_stopping.monitor must be one of {', '.join(MONITORS)}"),
             (self.early_stopping.patience >= 0, "early_stopping.patience must be >= 0"),
             (self.early_stopping.min_delta >= 0, "early_stopping.min_delta must be >= 0"),
+            *[(0 <= getattr(self.augment, name) <= 1, f"augment.{name} must be in [0, 1]")
+              for name in ("hflip_p", "affine_p", "intensity_p", "noise_p")],
+            (0 <= self.augment.noise_std <= 0.5, "augment.noise_std must be in [0, 0.5] (intensity units)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -220,3 +220,15 @@ def test_a_fixed_checkpoint_is_scored_only_on_patients_it_never_saw(rsna_mini, s
     (experiments / "ufix.yaml").write_text(_fixed_experiment("unet", shipped, "rsna-mini", sha256="f" * 64))
     assert main(["models", "cv"] + argv[4:] + ["--out", str(tmp_path / "work3")]) == 0
     assert "left out" in capsys.readouterr().out and not (tmp_path / "work3" / "cv" / "ufix").exists()
+    # the pinned file re-shipped after its outputs were made: they are still reported (as evidence), the
+    # experiment is marked retired and is neither shipped nor an ensemble member
+    copy = tmp_path / "unet-reshipped.pt"
+    copy.write_bytes(shipped.read_bytes() + b"\0")
+    (experiments / "ufix.yaml").write_text(_fixed_experiment("unet", copy, "rsna-mini", sha256=file_sha256(shipped)))
+    capsys.readouterr()
+    assert main(["models", "report"] + argv[4:]) == 0
+    assert "neither shipped nor an ensemble member" in capsys.readouterr().out
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["experiments"]["ufix"]["retired"].startswith(f"sha256 {file_sha256(shipped)[:12]}")
+    assert summary["experiments"]["ufix"]["scored_images"] == 4 and "unet" not in summary["shipped_experiments"]
+    assert "ensemble" not in summary

@@ -213,3 +213,21 @@ def test_pretrained_config_loads_without_reading_imagenet_weights(tmp_path, monk
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(images), model(images), rtol=0, atol=0)
     assert dataclasses.asdict(loaded.config) == dataclasses.asdict(model.config)
+
+
+def test_shipping_the_same_model_again_is_recognised_and_a_changed_one_is_not(tmp_path, monkeypatch):
+    """``pipeline.shipping.same_checkpoint``: a re-ship of equal weights and settings keeps the shipped bytes
+    (and so its sha256, calibration sidecar and ONNX export); other weights or thresholds do not."""
+    import time
+
+    from pneumo.pipeline.shipping import same_checkpoint
+
+    model = _model("chexnet")
+    first = _save(tmp_path / "a.pt", model, half=True)
+    assert not same_checkpoint(first, tmp_path / "missing.pt")
+    time.sleep(1.1)  # another created_utc second
+    again = _save(tmp_path / "b.pt", model, half=True)
+    assert read_checkpoint_meta(first)["created_utc"] != read_checkpoint_meta(again)["created_utc"]
+    assert same_checkpoint(again, first)
+    assert not same_checkpoint(_save(tmp_path / "c.pt", model, half=True, thresholds={"box_confidence": 0.4}), first)
+    assert not same_checkpoint(_save(tmp_path / "d.pt", _model("chexnet", seed=1), half=True), first)

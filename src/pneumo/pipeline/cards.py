@@ -123,6 +123,8 @@ def experiments_table(summary: dict, family: str) -> list[str]:
         settings = ", ".join(o for o in e["overrides"] if not o.startswith(("num_workers", "early_stopping", "warmup")))
         if e.get("init"):
             settings += f", init from `{e['init']}` (NIH)"
+        if e.get("retired"):
+            settings += f" (earlier file {e['retired']})"
         mark = " **(shipped)**" if name == shipped else ""
         lines.append(f"| {name}{mark} | {settings} | {fmt(e['plain']['map_mean_std'])} | "
                      f"{fmt(e['plain']['auc_mean_std'])} | {e['plain']['oof_auc']:.3f} |")
@@ -253,7 +255,7 @@ def fixed_card_text(name: str, info: dict, summary: dict) -> str:
     entry = summary["experiments"][info["experiment"]]
     plain, k = entry["plain"], summary["folds"]
     config = info.get("config") or {}
-    model_cfg = config.get("model") or {}
+    model_cfg = info.get("model_config") or config.get("model") or {}  # as the file holds it now
     split = info.get("own_split") or {}
     own = info.get("own_cv") or {}
     seen = ", ".join(info["trained_on"]) or "none of this run's folders"
@@ -279,7 +281,8 @@ def fixed_card_text(name: str, info: dict, summary: dict) -> str:
         "",
         "## Architecture",
         f"{architecture(name, model_cfg)}. {info['params'] / 1e6:.2f} M parameters. Family config: "
-        f"`{json.dumps(model_cfg, sort_keys=True)}`.",
+        f"`{json.dumps(model_cfg, sort_keys=True)}`."
+        + (f" Changed since training: {info['serving_change']}." if info.get("serving_change") else ""),
         "",
         f"## Performance on patients it never saw ({entry['scored_images']} images of "
         f"{' + '.join(summary['data']['dirs'])} outside {seen}, grouped by this run's {k} folds)",
@@ -376,7 +379,9 @@ def ablation_text(summary: dict) -> str:
     rows = []
     for name, p in (summary.get("partial_experiments") or {}).items():
         for other, ref in p["reference_auc_same_folds"].items():
-            rows.append(f"| {name} ({', '.join(p['overrides'][:2])}) instead of {other} | AUC, fold(s) "
+            theirs = summary["experiments"].get(other, {}).get("overrides", [])
+            changed = [s for s in p["overrides"] if s not in theirs] or p["overrides"][:2]  # what differs
+            rows.append(f"| {name} ({', '.join(changed)}) instead of {other} | AUC, fold(s) "
                         f"{', '.join(map(str, p['folds_done']))} | {folds_text(ref)} | {folds_text(p['auc_folds'])} |")
     for name, e in summary["experiments"].items():
         if "tta" in e:
@@ -421,6 +426,9 @@ def docs_text(summary: dict, shipped_info: dict) -> str:
         label, minutes = name, f"{sum(secs) / 60:.1f}"
         if e.get("kind") == "fixed":
             label = f"{name} (fixed, on the {e['scored_images']} images outside {', '.join(e['trained_on'])})"
+            if e.get("retired"):
+                label = f"{name} (fixed, earlier file {e['retired']}; on the {e['scored_images']} images outside " \
+                        f"{', '.join(e['trained_on'])})"
             minutes = "(earlier run)"
         rows.append(f"| {label} | {fmt(plain['map_mean_std'])} | {fmt(plain['auc_mean_std'])} | {plain['oof_auc']:.3f} | "
                     f"{len(plain['map_folds'])} | {minutes} |")

@@ -80,6 +80,16 @@ def choose_experiment(experiments: dict[str, dict], candidates: Sequence[str], m
     return max(retrained or finished, key=lambda n: experiments[n]["plain"][f"{metric}_mean_std"][0])
 
 
+def retired_oof(pipeline: Pipeline, name: str) -> list[OOFOutputs] | None:
+    """Every fold's OOF outputs of fixed experiment ``name`` when all were made from the file it pins (their
+    recorded sha256 is its ``checkpoint_sha256``), else None: evidence that outlives a re-shipped file."""
+    done = load_cv_oof(pipeline, name)
+    tag = f"sha256:{pipeline.experiments[name].checkpoint_sha256}"
+    if len(done) < pipeline.settings.folds or any(f.checkpoint != tag for f in done.values()):
+        return None
+    return [done[k] for k in range(pipeline.settings.folds)]
+
+
 def load_cv_oof(pipeline: Pipeline, name: str) -> dict[int, OOFOutputs]:
     """{fold: OOF outputs} of experiment ``name``'s finished folds."""
     out = {}
@@ -112,10 +122,17 @@ def stage_report(pipeline: Pipeline) -> dict:
                                "threads": settings.threads, "data": data_summary(pipeline), "experiments": {}}
     oof: dict[str, list[OOFOutputs]] = {}
     partial: dict[str, dict[int, OOFOutputs]] = {}
+    retired: dict[str, str] = {}  # fixed experiments whose file is gone, reported from the outputs it left
     for name, experiment in pipeline.cv_experiments().items():
         why = pipeline.fixed_unavailable(experiment) if experiment.kind == "fixed" else None
         if why:
-            pipeline.log(f"report: {name} left out: {why}")
+            kept = retired_oof(pipeline, name)
+            if kept is None:
+                pipeline.log(f"report: {name} left out: {why}")
+                continue
+            pipeline.log(f"report: {name}: {why}; its out-of-fold outputs from the pinned file are reported, "
+                         "it is neither shipped nor an ensemble member")
+            oof[name], retired[name] = kept, why
             continue
         done = load_cv_oof(pipeline, name)
         if len(done) < settings.folds:
@@ -129,6 +146,8 @@ def stage_report(pipeline: Pipeline) -> dict:
         raise ConfigError("no finished cross-validation to report on: run the 'cv' stage first")
     validation = [pipeline.fold_split(k)[1] for k in range(settings.folds)]
     for name, folds in oof.items():
+        if name in retired:  # its images were checked when its outputs were made (the file is needed to redo it)
+            continue
         scored = [[r.image_id for r in pipeline.scored_records(pipeline.experiments[name], v)] for v in validation]
         if [f.ids for f in folds] != scored:
             raise ConfigError(f"{name}: its OOF images are not this run's folds (other --data, --folds or seed?)")
@@ -147,6 +166,8 @@ def stage_report(pipeline: Pipeline) -> dict:
                                  "init": experiment.init_from, "scored_images": sum(len(f.ids) for f in folds)}
         if experiment.kind == "fixed":
             entry["trained_on"] = list(experiment.trained_on)
+        if name in retired:
+            entry["retired"] = f"sha256 {experiment.checkpoint_sha256[:12]}..., no longer at {experiment.checkpoint}"
         for variant in ("plain", "tta", "prior_off"):
             if variant not in folds[0].variants:
                 continue
@@ -201,7 +222,7 @@ def stage_report(pipeline: Pipeline) -> dict:
                  f"+- {summary['baseline']['map_mean_std'][1]:.4f}")
     candidates: dict[str, list[str]] = {}
     for name, experiment in pipeline.cv_experiments().items():
-        if experiment.ships_as:
+        if experiment.ships_as and name not in retired:
             candidates.setdefault(experiment.ships_as, []).append(name)
     summary["shipped_experiments"] = {
         shipped: choose_experiment(summary["experiments"], names,
@@ -282,7 +303,7 @@ def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFO
     checkpoint); ``members_same_images`` holds each member's own figures on exactly those images."""
     from pneumo.evaluation.classification import roc_auc
     from pneumo.ensemble import EnsembleMember, EnsembleSpec, FusionParams, ensemble_probability
-    from pneumo.training.ensemble_tuning import evaluate_spec, tune_ensemble
+    from pneumo.training.ensemble_tuning import COMPACT_GRIDS, evaluate_spec, tune_ensemble
 
     shipped = summary["shipped_experiments"]
     members = [EnsembleMember(m) for m in ("unet", "maskrcnn") if shipped.get(m)]
@@ -312,7 +333,7 @@ def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFO
         maps, aucs, crossfit_probs, crossfit_ids = [], [], [], []
         for k in range(k_folds):
             others = [j for j in range(k_folds) if j != k]
-            tuned = tune_ensemble(base, member_outputs(others), [g for j in others for g in gts[j]])
+            tuned = tune_ensemble(base, member_outputs(others), [g for j in others for g in gts[j]], **COMPACT_GRIDS)
             mine = member_outputs([k])
             maps.append(float(evaluate_spec(tuned, mine, gts[k])))
             probs = [ensemble_probability(tuned, {key: mine[key][i] for key in tuned.model_keys}) for i in range(len(gts[k]))]
@@ -321,7 +342,7 @@ def ensemble_figures(pipeline: Pipeline, summary: dict, oof: dict[str, list[OOFO
             crossfit_ids.append(list(ids_per_fold[k]))
         everything = list(range(k_folds))
         all_gts = [g for j in everything for g in gts[j]]
-        final = tune_ensemble(base, member_outputs(everything), all_gts, context={
+        final = tune_ensemble(base, member_outputs(everything), all_gts, **COMPACT_GRIDS, context={
             "data": f"{' + '.join(summary['data']['dirs'])} out-of-fold outputs{scope}", "folds": k_folds,
             "split_seed": summary["split_seed"], "crossfit_map_folds": maps, "crossfit_auc_folds": aucs,
             "members_from": shipped})

@@ -11,6 +11,7 @@ and the model cards (``pneumo.pipeline.cards``). Each ``<name>.pt`` gets its out
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 
 from pneumo.pipeline.calibration import copy_figures, ship_sidecar, with_ensemble_calibration
 from pneumo.pipeline.cv import Pipeline, read_summary
-from pneumo.files import atomic_write_bytes
+from pneumo.files import atomic_write_bytes, to_jsonable as json_safe
 from pneumo.pipeline.oof import OOF_CHECKPOINT
 
 
@@ -59,14 +60,34 @@ def ship_one(pipeline: Pipeline, summary: dict, shipped: str, name: str) -> dict
                          "selected_by": "all-data retrain (fold -1)" if fold < 0 else f"best {monitor} over the CV folds",
                          "cv": {k: plain[k] for k in ("map_folds", "auc_folds")}}
     target = models / f"{shipped}.pt"
-    save_checkpoint(target, loaded.model, config=loaded.config, preprocess=loaded.preprocess, thresholds=thresholds,
-                    metrics=metrics, data_fingerprint=loaded.meta.get("data_fingerprint"), extra=extra, half=True)
+    fresh = target.with_name(f".{target.name}.new")
+    try:
+        save_checkpoint(fresh, loaded.model, config=loaded.config, preprocess=loaded.preprocess, thresholds=thresholds,
+                        metrics=metrics, data_fingerprint=loaded.meta.get("data_fingerprint"), extra=extra, half=True)
+        if not same_checkpoint(fresh, target):  # shipping again what is there keeps its bytes (sha256, sidecars)
+            os.replace(fresh, target)
+    finally:
+        fresh.unlink(missing_ok=True)
     ship_sidecar(summary, shipped, target)  # the OOF-fitted calibrator, bound to these bytes (or a stale one removed)
     shutil.copyfile(run_dir / "history.csv", models / f"{shipped}.history.csv")
     pipeline.log(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB) from {name} fold {fold}")
     return {"experiment": name, "fold": fold, "metrics": metrics, "thresholds": thresholds,
             "params": sum(p.numel() for p in loaded.model.parameters()), "bytes": target.stat().st_size,
             "train_seconds": train_seconds, "config": extra.get("train_config"), "epochs": epochs, "best_epoch": epochs}
+
+
+def same_checkpoint(new: Path, old: Path) -> bool:
+    """Whether checkpoint ``old`` exists and holds what ``new`` holds (weights and every setting; only when and by
+    which code version it was written may differ)."""
+    from pneumo.models.checkpoint import read_checkpoint_meta
+
+    if not old.is_file():
+        return False
+    a, b = (dict(read_checkpoint_meta(p)) for p in (new, old))
+    for meta in (a, b):
+        meta.pop("created_utc", None)
+        meta.pop("code_version", None)
+    return json.dumps(json_safe(a), sort_keys=True, default=str) == json.dumps(json_safe(b), sort_keys=True, default=str)
 
 
 def ship_fixed(pipeline: Pipeline, summary: dict, shipped: str, name: str) -> dict[str, Any]:
@@ -91,7 +112,8 @@ def ship_fixed(pipeline: Pipeline, summary: dict, shipped: str, name: str) -> di
             "thresholds": loaded.thresholds, "params": sum(p.numel() for p in loaded.model.parameters()),
             "bytes": target.stat().st_size, "train_seconds": None, "config": extra.get("train_config"),
             "epochs": extra.get("epoch"), "best_epoch": extra.get("epoch"), "trained_on": list(experiment.trained_on),
-            "own_split": extra.get("split"), "own_cv": (extra.get("shipping") or {}).get("cv")}
+            "own_split": extra.get("split"), "own_cv": (extra.get("shipping") or {}).get("cv"),
+            "model_config": loaded.meta.get("config"), "serving_change": extra.get("serving_change")}
 
 
 def stage_ship(pipeline: Pipeline) -> None:
@@ -100,7 +122,6 @@ def stage_ship(pipeline: Pipeline) -> None:
     from pneumo.io.header import image_size
     from pneumo.ensemble import EnsembleSpec
     from pneumo.pipeline.cards import write_cards
-    from pneumo.files import to_jsonable as json_safe
 
     settings = pipeline.settings
     summary = read_summary(settings.work)

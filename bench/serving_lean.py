@@ -247,7 +247,7 @@ def render(r: dict[str, Any]) -> str:
              f"{m['python']}, onnxruntime {m['onnxruntime']}, torch {m['torch']} (installed, not imported by the "
              f"served processes). Shipped models (`models/`, their ONNX exports). Reproduce: "
              "`.venv/bin/python bench/serving_lean.py --before-src DIR --write bench/RESULTS.md`.", "",
-             f"**Load**: a 2-core machine shared with six other engineers' sessions: load average "
+             f"**Load**: a 2-core machine that other sessions may share: load average "
              f"{r['load_start']['loadavg_1m']} at start, {r['load_end']['loadavg_1m']} at end "
              f"(busiest at start: {'; '.join(r['load_start']['busiest'][:3])}). Absolute times are inflated by "
              "that load; compare rows of the same table. Medians; CPU = process CPU time (all threads).", ""]

@@ -11,8 +11,8 @@ and the model cards (``pneumo.pipeline.cards``). Each ``<name>.pt`` gets its out
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from pneumo.pipeline.calibration import copy_figures, ship_sidecar, with_ensemble_calibration
 from pneumo.pipeline.cv import Pipeline, read_summary
-from pneumo.files import atomic_write_bytes, to_jsonable as json_safe
+from pneumo.files import atomic_path, atomic_write_bytes, to_jsonable as json_safe
 from pneumo.pipeline.oof import OOF_CHECKPOINT
 
 
@@ -60,14 +60,14 @@ def ship_one(pipeline: Pipeline, summary: dict, shipped: str, name: str) -> dict
                          "selected_by": "all-data retrain (fold -1)" if fold < 0 else f"best {monitor} over the CV folds",
                          "cv": {k: plain[k] for k in ("map_folds", "auc_folds")}}
     target = models / f"{shipped}.pt"
-    fresh = target.with_name(f".{target.name}.new")
-    try:
+    models.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=models) as scratch:  # same file system: no partial file in models/
+        fresh = Path(scratch) / target.name
         save_checkpoint(fresh, loaded.model, config=loaded.config, preprocess=loaded.preprocess, thresholds=thresholds,
                         metrics=metrics, data_fingerprint=loaded.meta.get("data_fingerprint"), extra=extra, half=True)
         if not same_checkpoint(fresh, target):  # shipping again what is there keeps its bytes (sha256, sidecars)
-            os.replace(fresh, target)
-    finally:
-        fresh.unlink(missing_ok=True)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(fresh, tmp)
     ship_sidecar(summary, shipped, target)  # the OOF-fitted calibrator, bound to these bytes (or a stale one removed)
     shutil.copyfile(run_dir / "history.csv", models / f"{shipped}.history.csv")
     pipeline.log(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB) from {name} fold {fold}")
@@ -93,7 +93,6 @@ def same_checkpoint(new: Path, old: Path) -> bool:
 def ship_fixed(pipeline: Pipeline, summary: dict, shipped: str, name: str) -> dict[str, Any]:
     """A fixed experiment's checkpoint ships as it is (weights, thresholds and sha256 unchanged: its calibration
     and the ensemble were fitted to exactly this file), copied to ``MODELS/<shipped>.pt`` if it lives elsewhere."""
-    from pneumo.files import atomic_path
     from pneumo.models.checkpoint import load_checkpoint
 
     experiment = pipeline.experiments[name]

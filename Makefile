@@ -36,7 +36,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-$(ONNX_STAMP): $(STAMP) models/unet.pt models/maskrcnn.pt models/chexnet.pt
+$(ONNX_STAMP): $(STAMP) models/unet.pt models/maskrcnn.pt models/chexnet.pt $(wildcard src/pneumo/export/*.py src/pneumo/models/*.py)
 	$(VENV)/bin/pneumo export --model ensemble --format onnx
 	touch $@
 

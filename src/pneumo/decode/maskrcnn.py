@@ -70,20 +70,65 @@ def size_taper(boxes: np.ndarray, min_side: float) -> np.ndarray:
     return np.minimum(1.0, width / min_side) * np.minimum(1.0, height / min_side)
 
 
+def _bilinear_taps(out_len: int, in_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (lo, hi) and weight of hi for resizing ``in_len`` -> ``out_len`` samples, as torch's
+    ``F.interpolate(mode="bilinear", align_corners=False)``: source = (dst + 0.5) x in / out - 0.5, floored at 0."""
+    source = np.maximum((np.arange(out_len, dtype=np.float64) + 0.5) * (in_len / out_len) - 0.5, 0.0)
+    lo = np.minimum(source.astype(np.int64), in_len - 1)
+    hi = np.minimum(lo + 1, in_len - 1)
+    return lo, hi, (source - lo).astype(np.float32)
+
+
+def paste_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], padding: int = 1) -> np.ndarray:
+    """(N, M, M) mask probabilities on each box's RoI grid -> (N, H, W) on the image (``size`` = (H, W)).
+
+    torchvision's ``paste_masks_in_image`` in numpy (what its eager ``postprocess`` does): the M x M mask is
+    zero-padded by ``padding`` cells, its box (N, 4) xyxy px widened by (M + 2 padding) / M about its centre
+    and truncated to integers, the mask resized bilinearly to the box's (h + 1) x (w + 1) px and written into a
+    zero image, clipped at the edges. Outside the graph, so the exported detector has no per-box loop.
+    """
+    masks = np.asarray(masks, dtype=np.float32)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    height, width = int(size[0]), int(size[1])
+    out = np.zeros((len(boxes), height, width), dtype=np.float32)
+    if not len(boxes):
+        return out
+    side = masks.shape[-1]
+    padded = np.pad(masks.reshape(-1, side, side), ((0, 0), (padding, padding), (padding, padding)))
+    scale = np.float32((side + 2 * padding) / side)
+    half_w, half_h = (boxes[:, 2] - boxes[:, 0]) * np.float32(0.5) * scale, (boxes[:, 3] - boxes[:, 1]) * np.float32(0.5) * scale
+    centre_x, centre_y = (boxes[:, 2] + boxes[:, 0]) * np.float32(0.5), (boxes[:, 3] + boxes[:, 1]) * np.float32(0.5)
+    widened = np.stack([centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h], axis=1)
+    widened = np.trunc(widened).astype(np.int64)  # torch's .to(int64) truncates towards 0
+    for i, (x0, y0, x1, y1) in enumerate(widened):
+        box_w, box_h = max(int(x1 - x0 + 1), 1), max(int(y1 - y0 + 1), 1)
+        ylo, yhi, wy = _bilinear_taps(box_h, padded.shape[1])
+        xlo, xhi, wx = _bilinear_taps(box_w, padded.shape[2])
+        grid = padded[i]
+        rows = grid[ylo] * (1 - wy)[:, None] + grid[yhi] * wy[:, None]  # (box_h, M + 2p)
+        resized = rows[:, xlo] * (1 - wx)[None, :] + rows[:, xhi] * wx[None, :]  # (box_h, box_w)
+        left, right = max(int(x0), 0), min(int(x1) + 1, width)
+        top, bottom = max(int(y0), 0), min(int(y1) + 1, height)
+        if right > left and bottom > top:
+            out[i, top:bottom, left:right] = resized[top - y0 : bottom - y0, left - x0 : right - x0]
+    return out
+
+
 def output_from_detections(
     boxes: np.ndarray, scores: np.ndarray, masks: np.ndarray, size: tuple[int, int], config: MaskRCNNConfig
 ) -> RawOutput:
     """Post-processing shared by the torch model and the ONNX backend, for one image: (N, 4) xyxy boxes in
-    input pixels, (N,) scores, (N, S, S) mask probabilities -> RawOutput (heatmap = per-pixel max of score x
-    mask, (S, S); ``size`` = (S, S) gives its shape when there is no detection). Scores are tapered first
-    (``size_taper`` with ``config.min_box_side`` x S)."""
+    input pixels, (N,) scores, (N, M, M) mask probabilities on each box's RoI grid (torchvision's M = 28, not
+    yet pasted: ``paste_masks``) -> RawOutput (heatmap = per-pixel max of score x pasted mask, (S, S);
+    ``size`` = (S, S)). Scores are tapered first (``size_taper`` with ``config.min_box_side`` x S)."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     taper = size_taper(boxes, float(getattr(config, "min_box_side", 0.0)) * float(max(size)))
     scores = (np.asarray(scores, dtype=np.float64).reshape(-1) * taper).astype(np.float32)
     boxes5 = np.concatenate([boxes, scores[:, None]], axis=1)
     heatmap = np.zeros(size, dtype=np.float32)
     if scores.size:
-        heatmap = np.clip((np.asarray(masks, dtype=np.float32) * scores[:, None, None]).max(axis=0), 0.0, 1.0)
+        pasted = paste_masks(masks, boxes, size)
+        heatmap = np.clip((pasted * scores[:, None, None]).max(axis=0), 0.0, 1.0)
     return RawOutput(
         probability=image_probability(scores, config.image_score),
         boxes=finish_boxes(boxes5, config.detections_per_image),

@@ -6,7 +6,8 @@ two backends share one copy of the post-processing. The graphs themselves (torch
 
 * ``chexnet``: ``probability`` (B,) and Grad-CAM ``heatmap`` (B, S, S) in [0, 1].
 * ``unet``: ``probability`` (B,) and ``prob_map`` (B, S, S) (lung-prior filter applied).
-* ``maskrcnn``: ``boxes`` (N, 4) xyxy input px, ``scores`` (N,), ``masks`` (N, S, S) for ONE image.
+* ``maskrcnn``: ``boxes`` (N, 4) xyxy input px, ``scores`` (N,), ``masks`` (N, M, M) on each box's RoI grid,
+  for ONE image (graph layout 2; layout 1, masks pasted in the graph as (N, S, S), is refused: re-export).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class Decoder:
 
     config: the family's config dataclass; outputs: the graph's output names; dynamic_batch: whether the batch
     axis is dynamic (else the graph takes one image); decode: (session runner, (B, 1, S, S) float32 images,
-    family config) -> one RawOutput per image; heatmap: where the heatmap is computed.
+    family config) -> one RawOutput per image; heatmap: where the heatmap is computed; layout: version of the
+    graph's outputs, written into each export (``pneumo.graph``): an export of another layout is refused.
     """
 
     config: type
@@ -61,12 +63,13 @@ class Decoder:
     dynamic_batch: bool
     decode: Callable[[Runner, np.ndarray, Any], list[RawOutput]]
     heatmap: str = "onnx"
+    layout: int = 1
 
 
 DECODERS: dict[str, Decoder] = {
     "chexnet": Decoder(CheXNetConfig, ("probability", "heatmap"), True, _chexnet_outputs),
     "unet": Decoder(UNetConfig, ("probability", "prob_map"), True, _unet_outputs),
-    "maskrcnn": Decoder(MaskRCNNConfig, ("boxes", "scores", "masks"), False, _maskrcnn_outputs),
+    "maskrcnn": Decoder(MaskRCNNConfig, ("boxes", "scores", "masks"), False, _maskrcnn_outputs, layout=2),
 }
 
 

@@ -98,7 +98,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
             state_dict_sha256=str(loaded.meta.get("state_dict_sha256", "")),
             source_name=checkpoint.name,
             code_version=dict(loaded.meta.get("code_version") or {}),
-            graph=_graph_info(opset, names, family_adapter.dynamic_batch, size, family_adapter.heatmap),
+            graph=_graph_info(opset, names, family_adapter.dynamic_batch, size, family_adapter.heatmap,
+                              family_adapter.layout),
         )
         del proto.metadata_props[:]
         for key, value in metadata.to_props().items():
@@ -115,12 +116,12 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     return ExportReport(output, loaded.family, time.perf_counter() - start, output.stat().st_size, diffs)
 
 
-def _graph_info(opset: int, outputs: list[str], dynamic_batch: bool, size: int, heatmap: str) -> dict:
+def _graph_info(opset: int, outputs: list[str], dynamic_batch: bool, size: int, heatmap: str, layout: int) -> dict:
     from pneumo import __version__
 
     return {
         "exporter": "torchscript", "opset": opset, "input": INPUT_NAME, "input_shape": ["batch" if dynamic_batch else 1, 1, size, size],
-        "outputs": outputs, "dynamic_batch": dynamic_batch, "heatmap": heatmap, "torch_version": str(torch.__version__),
+        "outputs": outputs, "dynamic_batch": dynamic_batch, "heatmap": heatmap, "layout": layout, "torch_version": str(torch.__version__),
         "pneumo_version": __version__, "exported_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

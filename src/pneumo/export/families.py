@@ -13,8 +13,10 @@ The decoding side (output names, decode functions, config classes) is torch-free
   ``chexnet.cam_heatmaps`` then upsamples and normalises the map.
 * ``unet``: ``probability`` (B,) and ``prob_map`` (B, S, S) from ``UNetModel.probability_maps`` (prior filter
   included); boxes come from connected components in numpy.
-* ``maskrcnn``: the whole torchvision detector (RPN, ROI heads, NMS, mask pasting) for ONE image: ``boxes``
-  (N, 4) xyxy input px, ``scores`` (N,), ``masks`` (N, S, S); batches run image by image.
+* ``maskrcnn``: the torchvision detector (RPN, ROI heads, NMS) for ONE image: ``boxes`` (N, 4) xyxy input px,
+  ``scores`` (N,), ``masks`` (N, M, M) on each box's RoI grid (M = 28); batches run image by image. The masks
+  are pasted onto the image in numpy (``maskrcnn.paste_masks``): torchvision's pasting exports as an ONNX
+  ``Loop`` over the boxes that cost ~12 % of the graph's time in ONNX Runtime (and that OpenVINO cannot read).
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class UNetGraph(nn.Module):
 
 
 class MaskRCNNGraph(nn.Module):
-    """(1, 1, S, S) in [0, 1] -> (boxes (N, 4) xyxy input px, scores (N,), mask probabilities (N, S, S))."""
+    """(1, 1, S, S) in [0, 1] -> (boxes (N, 4) xyxy input px, scores (N,), mask probabilities (N, M, M) on
+    each box's RoI grid, not pasted)."""
 
     def __init__(self, model: PneumoModel) -> None:
         super().__init__()
@@ -88,6 +91,7 @@ class FamilyAdapter:
     dynamic_batch: bool
     decode: Callable[[Runner, np.ndarray, Any], list[RawOutput]]
     heatmap: str = "onnx"
+    layout: int = 1
 
 
 _GRAPHS: dict[str, Callable[[PneumoModel], nn.Module]] = {
@@ -98,4 +102,4 @@ _GRAPHS: dict[str, Callable[[PneumoModel], nn.Module]] = {
 def adapter(family: str) -> FamilyAdapter:
     """The adapter of ``family``: its graph plus its torch-free ``Decoder`` (``ConfigError`` if not exportable)."""
     found = decoder(family)
-    return FamilyAdapter(_GRAPHS[family], found.outputs, found.dynamic_batch, found.decode, found.heatmap)
+    return FamilyAdapter(_GRAPHS[family], found.outputs, found.dynamic_batch, found.decode, found.heatmap, found.layout)

@@ -61,6 +61,12 @@ class OnnxModel:
             check_fresh(self.metadata, checkpoint, self.path)
         self.family = self.metadata.family
         self.adapter = decoder(self.family)
+        layout = int(self.metadata.graph.get("layout", 1))
+        if layout != self.adapter.layout:
+            raise CheckpointError(
+                f"{self.path} has graph layout {layout}, this pneumo version reads {self.family} layout "
+                f"{self.adapter.layout}; re-export it: `pneumo export --model {checkpoint or self.path} --format onnx`"
+            )
         try:
             self.config: Any = apply_values(self.adapter.config(), dict(self.metadata.config))
         except Exception as error:

@@ -22,7 +22,8 @@
   sub-pixel sliver with a confident score that appears and vanishes under invisible noise; it was the maximum
   score of some images and made their probability jump (0.52 -> 0.09 on rsna-mini 075686e1 under +-1/255). With
   the taper a box's effective score goes to 0 as it thins to nothing, so its removal is continuous.
-* ``heatmap`` = per-pixel max over detections of (tapered) score x mask probability.
+* ``heatmap`` = per-pixel max over detections of (tapered) score x mask probability, the masks pasted from their
+  28 x 28 RoI grids in numpy (``paste_masks``, torchvision's eager pasting), outside the detector graph.
 """
 
 from __future__ import annotations
@@ -90,10 +91,20 @@ def build_fpn_backbone(config: "MaskRCNNConfig") -> nn.Module:
 
 
 class NoResizeTransform(GeneralizedRCNNTransform):
-    """Normalise and batch only: images arrive letterboxed at S x S, so a resize would be a no-op blur."""
+    """Normalise and batch only: images arrive letterboxed at S x S, so a resize would be a no-op blur.
+
+    Nothing to undo afterwards either: boxes are already in input pixels, and the (N, 1, M, M) mask
+    probabilities stay on their RoI grids (``pneumo.decode.maskrcnn.paste_masks`` pastes them in numpy), so the
+    torch model and its ONNX export (which then has no per-box pasting loop) return the same tensors and share
+    one post-processing.
+    """
 
     def resize(self, image: torch.Tensor, target: dict[str, Any] | None = None) -> tuple[torch.Tensor, Any]:
         return image, target
+
+    def postprocess(self, result: list[dict[str, torch.Tensor]], image_shapes: Any, original_image_sizes: Any
+                    ) -> list[dict[str, torch.Tensor]]:
+        return result
 
 
 @register_family("maskrcnn", MaskRCNNConfig)

@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("pneumo", "pneumo.errors", "pneumo.config", "pneumo.files", "pneumo.extras")),
     ("array ops", ("pneumo.preprocess", "pneumo.postprocess")),
-    ("records", ("pneumo.types",)),
+    ("records", ("pneumo.types", "pneumo.audit_actions")),
     ("io", ("pneumo.io",)),
     ("outputs", ("pneumo.outputs", "pneumo.display")),
     ("data", ("pneumo.data", "pneumo.samples")),

@@ -9,7 +9,7 @@ from pneumo.commands.dbopts import add_database_arguments, open_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from pneumo.store.audit import ACTIONS
+    from pneumo.audit_actions import ACTIONS
 
     parser = subparsers.add_parser("audit", help="show the audit trail")
     parser.add_argument("--limit", type=int, default=50, help="events to show (default: 50)")

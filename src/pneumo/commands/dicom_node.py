@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pneumo.commands.backendopts import add_backend_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where results are C-STOREd, e.g. ORTHANC@pacs.local:4242")
     parser.add_argument("--model", default="ensemble", help="shipped model name or checkpoint (default: ensemble)")
     parser.add_argument("--model-dir", default=None, metavar="DIR", help="folder of shipped models")
-    parser.add_argument("--backend", default=None, choices=("auto", "torch", "onnx"), help="inference backend")
+    add_backend_arguments(parser)
     parser.add_argument("--queue-dir", type=Path, default=None, metavar="DIR",
                         help="received images and unsent results (default: $PNEUMO_NODE_DIR/dicom-node, "
                         "else ~/.cache/pneumo/dicom-node)")

@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+from pneumo.commands.backendopts import add_backend_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "~/.cache/pneumo/dicomweb/state.json)")
     parser.add_argument("--model", default="ensemble", help="shipped model name or checkpoint (default: ensemble)")
     parser.add_argument("--model-dir", default=None, metavar="DIR", help="folder of shipped models")
-    parser.add_argument("--backend", default=None, choices=("auto", "torch", "onnx"), help="inference backend")
+    add_backend_arguments(parser)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=run)
 

@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from pneumo.commands.backendopts import add_backend_arguments
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the model mode (``--report``, ``--threshold`` and ``--bootstrap`` are shared)."""
@@ -26,8 +28,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--folds", type=int, default=None, metavar="N", help="override the number of folds")
     group.add_argument("--split-seed", type=int, default=None, metavar="S", help="override the fold seed")
     group.add_argument("--model-dir", default=None, metavar="DIR", help="folder of shipped models")
-    group.add_argument("--backend", default=None, choices=("auto", "torch", "onnx"),
-                       help="inference backend (default: $PNEUMO_BACKEND, else auto)")
+    add_backend_arguments(group)
     group.add_argument("--output", default=None, metavar="FILE.jsonl",
                        help="also save the predictions (.jsonl or .csv; default with --report: DIR/predictions.jsonl)")
     group.add_argument("--tta", action="store_true", default=None, help="horizontal-flip test-time augmentation")

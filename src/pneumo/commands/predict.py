@@ -20,6 +20,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from pneumo.commands.backendopts import add_backend_arguments
+
 EXIT_OK, EXIT_NOTHING, EXIT_PARTIAL = 0, 2, 3
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
 
@@ -38,8 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", "-o", required=True, metavar="FILE", help="output file: .csv or .jsonl")
     parser.add_argument("--model-dir", default=None, metavar="DIR",
                         help="folder of shipped models (default: $PNEUMO_MODEL_DIR, else the repo's models/)")
-    parser.add_argument("--backend", default=None, choices=("auto", "torch", "onnx"),
-                        help="inference backend (default: $PNEUMO_BACKEND, else auto)")
+    add_backend_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per model call (default 1)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="threads decoding images ahead of the model (0 = decode inline; default 1)")

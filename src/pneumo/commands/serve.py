@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pneumo.commands.backendopts import add_backend_arguments
+
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``serve`` and ``demo``."""
@@ -30,8 +32,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest graceful shutdown in seconds before open requests are dropped (default: 10)")
     parser.add_argument("--workers", type=int, default=2,
                         help="inferences run at the same time, in worker threads (default: 2)")
-    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
-                        help="inference backend (default: $PNEUMO_BACKEND, else auto: ONNX where an up-to-date export is faster)")
+    add_backend_arguments(parser)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     from pneumo.commands.dbopts import add_database_arguments
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pneumo.errors import ConfigError
-from pneumo.pipeline.cv import Pipeline, stage_cv, stage_final, stage_pretrain
-from pneumo.pipeline.report import stage_report
-from pneumo.pipeline.shipping import stage_ship
 
+if TYPE_CHECKING:
+    from pneumo.pipeline.cv import Pipeline
+
+#: the stages, in their natural order (importing this module is cheap: ``pneumo models --help`` lists them)
 STAGES: tuple[str, ...] = ("pretrain", "cv", "report", "final", "ship")
 
 
@@ -21,6 +23,10 @@ def run_stages(pipeline: Pipeline, stages: Sequence[str]) -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+    from pneumo.pipeline.cv import stage_cv, stage_final, stage_pretrain
+    from pneumo.pipeline.report import stage_report
+    from pneumo.pipeline.shipping import stage_ship
+
     table = {"pretrain": stage_pretrain, "cv": stage_cv, "report": stage_report, "final": stage_final,
              "ship": stage_ship}
     pipeline.log(f"pneumo models {' '.join(stages)}: work {pipeline.settings.work}, data "

@@ -9,11 +9,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pneumo.audit_actions import ACTIONS  # the actions recorded (defined without the database layer)
 from pneumo.store.db import Database
 from pneumo.store.schema import AuditEvent
-
-#: the actions recorded
-ACTIONS = ("analyse", "view", "review", "export", "user_add", "user_disable")
 
 
 def utcnow() -> datetime:

@@ -151,7 +151,9 @@ def test_concurrent_predicts_match_serial(model_dir):
         assert results[i].probability == pytest.approx(serial.probability, abs=1e-6)
         np.testing.assert_allclose(boxes_to_array(list(results[i].boxes), True),
                                    boxes_to_array(list(serial.boxes), True), atol=1e-5)
-        np.testing.assert_allclose(results[i].heatmap, serial.heatmap, atol=1e-6)
+        # not bit-equal: on an AVX-512 machine torch's float32 kernels differ in the last bits between concurrent
+        # and serial calls (3e-6 seen); an image answered with another's heatmap would differ by ~0.1
+        np.testing.assert_allclose(results[i].heatmap, serial.heatmap, atol=2e-5)
 
 
 def test_unknown_and_missing_models_are_typed_errors(service, tmp_path):

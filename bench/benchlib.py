@@ -32,6 +32,10 @@ DEFAULT_ENSEMBLE = {
 }
 
 
+# CPU flags that decide which kernels ONNX Runtime / OpenVINO use: "AMD EPYC" alone names machines 2-3x apart
+SPEED_FEATURES = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8"}
+
+
 def shared_data() -> Path:
     return Path(os.environ.get("PNEUMO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -45,19 +49,24 @@ def rsna_dicoms() -> list[Path]:
     return files
 
 
+def cpu_info() -> tuple[str, list[str]]:
+    """The CPU's model name and its speed-relevant flags (``SPEED_FEATURES``) from /proc/cpuinfo."""
+    cpu, features = platform.processor() or "unknown", []
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return cpu, features
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return cpu, sorted(set(flags) & SPEED_FEATURES)
+
+
 def machine() -> dict[str, Any]:
     """CPU model, cores usable, RAM, versions, load average (what else was running matters on a shared box)."""
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu, features = cpu_info()
     ram_gib = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -66,7 +75,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "cpu": cpu, "cores": len(os.sched_getaffinity(0)), "ram_gib": ram_gib,
+        "cpu": cpu, "cpu_features": features, "cores": len(os.sched_getaffinity(0)), "ram_gib": ram_gib,
         "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "loadavg_1m": round(os.getloadavg()[0], 2),
@@ -89,6 +98,24 @@ def other_processes(limit: int = 6) -> list[str]:
         if len(rows) >= limit:
             break
     return rows
+
+
+def fold_records(fold: int, folds: int = 5) -> tuple[list, list]:
+    """(train, held-out) RSNA records of CV fold ``fold`` of the shipped run (rsna-mini + rsna-plus, patient-level)."""
+    import tempfile
+
+    from pneumo.pipeline.cv import Pipeline, PipelineSettings
+
+    data = shared_data()
+    settings = PipelineSettings(root=REPO, work=Path(tempfile.mkdtemp()), data=(data / "rsna-mini", data / "rsna-plus"),
+                                folds=folds)
+    return Pipeline(settings, {}, echo=lambda line: None).fold_split(fold)
+
+
+def shipped_fold(family: str = "chexnet") -> int:
+    """The CV fold whose training side made the shipped ``family`` checkpoint (``models/cv_summary.json``)."""
+    summary = json.loads((REPO / "models" / "cv_summary.json").read_text())
+    return int(summary["shipped"][family]["fold"])
 
 
 def summary(values_ms: list[float]) -> dict[str, float]:

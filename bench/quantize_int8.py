@@ -28,17 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from benchlib import machine, write_json  # noqa: E402
-
-
-def fold_records(fold: int):
-    """(train, held-out) RSNA records of CV fold ``fold`` of the shipped run (rsna-mini + rsna-plus, 5 folds)."""
-    from pneumo.pipeline.cv import Pipeline, PipelineSettings
-
-    data = REPO.parent / "shared" / "data"
-    settings = PipelineSettings(root=REPO, work=Path(tempfile.mkdtemp()), data=(data / "rsna-mini", data / "rsna-plus"),
-                                folds=5)
-    return Pipeline(settings, {}, echo=lambda line: None).fold_split(fold)
+from benchlib import fold_records, machine, shipped_fold, write_json  # noqa: E402
 
 
 def session(path: Path, threads: int = 2):
@@ -66,8 +56,7 @@ def main() -> None:
     from pneumo.io import read_xray
     from pneumo.preprocess import Preprocessor
 
-    summary = json.loads((REPO / "models" / "cv_summary.json").read_text())
-    fold = int(summary["shipped"]["chexnet"]["fold"])
+    fold = shipped_fold("chexnet")
     train, held_out = fold_records(fold)
     preprocess = Preprocessor(256)
 

@@ -39,17 +39,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("chexnet", "maskrcnn", "unet", "ensemble")
 FAMILIES = ("chexnet", "unet", "maskrcnn")
+sys.path.insert(0, str(REPO / "bench"))
+from benchlib import cpu_info  # noqa: E402
+
 START, END = "<!-- serving-lean:start -->", "<!-- serving-lean:end -->"
 
 
 # ---------------------------------------------------------------- machine and statistics
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    """Like ``benchlib.machine`` without importing torch (versions from package metadata)."""
+    cpu, features = cpu_info()
     ram = next((int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), 0)
     versions = {}
     for package in ("onnxruntime", "numpy", "torch"):
@@ -57,7 +57,7 @@ def machine() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "ram_gib": round(ram / 2**20, 1),
+    return {"cpu": cpu, "cpu_features": features, "cores": len(os.sched_getaffinity(0)), "ram_gib": round(ram / 2**20, 1),
             "python": platform.python_version(), **versions,
             "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
@@ -243,7 +243,7 @@ def part_cli(args: argparse.Namespace, src: Path, runs: int) -> dict[str, Any]:
 def render(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [START, "## Serving lean: torch-free ONNX serving, ONNX Runtime levers, memory, CLI start-up (issue 15)", "",
-             f"Measured {m['date_utc']} on {m['cpu']}, {m['cores']} cores usable, {m['ram_gib']} GiB RAM; Python "
+             f"Measured {m['date_utc']} on {m['cpu']} ({', '.join(m.get('cpu_features') or ['flags unknown'])}), {m['cores']} cores usable, {m['ram_gib']} GiB RAM; Python "
              f"{m['python']}, onnxruntime {m['onnxruntime']}, torch {m['torch']} (installed, not imported by the "
              f"served processes). Shipped models (`models/`, their ONNX exports). Reproduce: "
              "`.venv/bin/python bench/serving_lean.py --before-src DIR --write bench/RESULTS.md`.", "",

@@ -65,7 +65,7 @@ class OnnxModel:
         if layout != self.adapter.layout:
             raise CheckpointError(
                 f"{self.path} has graph layout {layout}, this pneumo version reads {self.family} layout "
-                f"{self.adapter.layout}; re-export it: `pneumo export --model {checkpoint or self.path} --format onnx`"
+                f"{self.adapter.layout}; re-export it: `pneumo export --model {checkpoint or 'CHECKPOINT.pt'} --format onnx`"
             )
         try:
             self.config: Any = apply_values(self.adapter.config(), dict(self.metadata.config))

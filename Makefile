@@ -51,17 +51,17 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q --durations=15 -m "not slow and not browser and not subprocess"
 
-# Re-make models/ as shipped (about 1.5 h on 2 quiet CPU cores; progress: tail -f runs/models.log; interrupted?
-# run it again: finished runs are skipped): the classifier cross-validated (5 folds) on rsna-mini + rsna-plus
-# (1,247 patients), the rsna-mini detector as a fixed checkpoint scored on the rsna-plus patients it never saw,
-# the ensemble (classifier + detector; unet stays out: see configs/experiments/unet-rsna-mini.yaml) and the
+# Re-make models/ as shipped (about 1.8 h on 2 quiet AVX-512 CPU cores, 2-3x that on older ones; progress: tail -f
+# runs/models.log; interrupted? run it again: finished runs are skipped): the classifier and the detector
+# cross-validated (5 folds) on rsna-mini + rsna-plus (1,247 patients), each shipped from its best fold, the ensemble
+# (classifier + detector; unet stays out: see configs/experiments/unet-rsna-mini.yaml) and the
 # calibration fitted on the out-of-fold outputs. Every family from scratch (many hours):
 #   make models MODELS_EXPERIMENTS= MODELS_STAGES="pretrain cv report final ship"
 MODELS_DATA        ?= ../shared/data/rsna-mini ../shared/data/rsna-plus
 MODELS_NIH         ?= ../shared/data/nih-weak
 MODELS_FOLDS       ?= 5
 MODELS_STAGES      ?= cv report ship
-MODELS_EXPERIMENTS ?= chexnet-lite0-256-e3 chexnet-rsna-mini maskrcnn-rsna-mini
+MODELS_EXPERIMENTS ?= chexnet-lite0-256-e3 maskrcnn-lite0-256-e2
 models: install
 	mkdir -p runs
 	$(VENV)/bin/pneumo models $(MODELS_STAGES) --data $(MODELS_DATA) --nih $(MODELS_NIH) --folds $(MODELS_FOLDS) \

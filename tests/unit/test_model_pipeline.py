@@ -229,7 +229,7 @@ def _synthetic_oof(rng: np.random.Generator, gts: list[list[np.ndarray]], noise:
 @pytest.mark.slow  # five runs of the ensemble tuning grid: about 15 s
 def test_the_ensemble_is_cross_fitted_then_tuned_on_every_oof_output(tmp_path):
     from pneumo.ensemble import EnsembleMember, EnsembleSpec, FusionParams
-    from pneumo.training.ensemble_tuning import evaluate_spec, tune_ensemble
+    from pneumo.training.ensemble_tuning import COMPACT_GRIDS, evaluate_spec, tune_ensemble
     from pneumo.pipeline.report import ensemble_figures
 
     rng = np.random.default_rng(0)
@@ -256,7 +256,7 @@ def test_the_ensemble_is_cross_fitted_then_tuned_on_every_oof_output(tmp_path):
     assert evaluate_spec(spec, outputs([0, 1, 2]), everything) == pytest.approx(figures["tuned_on_all_oof_map"])
     base = EnsembleSpec(members=(EnsembleMember("unet"),), classifier=EnsembleMember("chexnet"),
                         fusion=FusionParams(tta_flip=False))
-    tuned = tune_ensemble(base, outputs([1, 2]), gts[1] + gts[2])  # fold 0 is scored with a spec tuned on 1 and 2
+    tuned = tune_ensemble(base, outputs([1, 2]), gts[1] + gts[2], **COMPACT_GRIDS)  # fold 0: a spec tuned on 1 and 2
     assert evaluate_spec(tuned, outputs([0]), gts[0]) == pytest.approx(figures["map_folds"][0])
     from pneumo.ensemble import ensemble_probability  # the cross-fitted probabilities kept for the calibration
     mine = outputs([0])
